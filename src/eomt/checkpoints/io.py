@@ -1,0 +1,63 @@
+"""Reading tensors from safetensors and pickled checkpoints (plain tensors only), writing atomically."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .errors import CheckpointError
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, object]:
+    """All entries of a checkpoint file. Pickles load with `weights_only=True`: code is never run."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: file is empty")
+    if path.suffix == ".safetensors":
+        try:
+            return dict(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((line for line in first if "Unsupported global" in line or "GLOBAL" in line), "")
+        raise CheckpointError(
+            f"{path}: refused to load, it holds objects other than plain tensors {detail.strip()}".rstrip()
+        ) from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: truncated or not a checkpoint ({reason})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a dictionary of tensors, found {type(data).__name__}")
+    return data
+
+
+def tensors_only(entries: dict[str, object], path: str | os.PathLike) -> dict[str, Tensor]:
+    tensors = {k: v for k, v in entries.items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: holds no tensors")
+    return tensors
+
+
+def write_safetensors_atomic(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Save through a temporary file in the same folder and rename, so no half-written file remains."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

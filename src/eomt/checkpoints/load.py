@@ -1,0 +1,99 @@
+"""`from_pretrained`: build a model from a hub id, a transformers directory or an authors' file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ConfigError, EomtConfig
+from . import authors_format
+from .errors import CheckpointError
+from .io import read_tensors, tensors_only
+from .resolve import resolve_file, resolve_weights
+from .transformers_format import from_transformers
+
+# Buffers derived from the config or the training state, filled in when a file lacks them.
+OPTIONAL_BUFFERS = ("criterion.empty_weight", "attn_mask_probs")
+
+
+def _names(keys: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_strict(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
+    """Copy tensors into the model; any missing, unexpected or mis-shaped tensor is an error naming it.
+
+    A file without `attn_mask_probs` is taken to be a finished (annealed) model: probabilities 0.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and k not in OPTIONAL_BUFFERS]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [k for k in state_dict if k in expected and state_dict[k].shape != expected[k].shape]
+    if missing:
+        raise CheckpointError(f"{source}: missing tensor(s) {_names(missing)}")
+    if unexpected:
+        raise CheckpointError(f"{source}: unexpected tensor(s) {_names(unexpected)}")
+    if mismatched:
+        k = mismatched[0]
+        raise CheckpointError(
+            f"{source}: tensor {k!r} has shape {tuple(state_dict[k].shape)}, the model expects "
+            f"{tuple(expected[k].shape)}"
+            + (f" ({len(mismatched) - 1} more mismatched)" if len(mismatched) > 1 else ""))
+    state_dict = dict(state_dict)
+    if "attn_mask_probs" not in state_dict:
+        state_dict["attn_mask_probs"] = torch.zeros_like(expected["attn_mask_probs"])
+    if "criterion.empty_weight" not in state_dict:
+        state_dict["criterion.empty_weight"] = expected["criterion.empty_weight"]
+    with torch.no_grad():
+        for key, target in expected.items():
+            target.copy_(state_dict[key].to(target.dtype))
+
+
+def _read_weights(files: list[Path]) -> dict[str, Tensor]:
+    state_dict: dict[str, Tensor] = {}
+    for file in files:
+        state_dict.update(tensors_only(read_tensors(file), file))
+    return state_dict
+
+
+def load_checkpoint_file(path: Path, **overrides: Any) -> tuple[EomtConfig, dict[str, Tensor]]:
+    """An authors' `.bin`/`.ckpt`/`.pt`, or a lone transformers weight file with config.json beside it."""
+    state_dict = authors_format.unwrap(tensors_only(read_tensors(path), path) if path.suffix == ".safetensors"
+                                       else read_tensors(path))
+    state_dict = {k: v for k, v in state_dict.items() if isinstance(v, Tensor)}
+    if not state_dict:
+        raise CheckpointError(f"{path}: holds no tensors")
+    if authors_format.is_authors_format(state_dict):
+        config = authors_format.infer_config(state_dict, str(path), **overrides)
+        return config, authors_format.convert_state_dict(state_dict, config)
+    beside = path.parent / "config.json"
+    if "class_predictor.weight" in state_dict and beside.is_file():
+        config = EomtConfig.from_json_file(beside, **overrides)
+        return config, from_transformers(state_dict, config)
+    if "class_predictor.weight" in state_dict:
+        raise CheckpointError(f"{path}: transformers-format weights need a config.json beside them")
+    raise CheckpointError(f"{path}: not an EoMT checkpoint (no 'network.*' or 'class_predictor.*' tensors)")
+
+
+def load_model(source: str | os.PathLike, **overrides: Any):
+    """Build the model for `source` and load its weights strictly; returned in eval mode on CPU."""
+    from ..modeling.eomt import EomtForUniversalSegmentation
+
+    path = Path(source)
+    if path.is_file():
+        config, state_dict = load_checkpoint_file(path, **overrides)
+    else:
+        config_file = resolve_file(source, "config.json")
+        try:
+            config = EomtConfig.from_json_file(config_file, **overrides)
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from None
+        state_dict = from_transformers(_read_weights(resolve_weights(source)), config)
+    model = EomtForUniversalSegmentation(config)
+    load_strict(model, state_dict, str(source))
+    return model.eval()

@@ -1,0 +1,240 @@
+"""EomtConfig: the typed, validated description of an EoMT network.
+
+Field names and defaults follow the transformers `EomtConfig` / `EomtDinov3Config`, so a
+hub `config.json` reads and writes without translation. One dataclass serves both backbones;
+`model_type` ("eomt" for DINOv2 with registers, "eomt_dinov3" for DINOv3) selects the variant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+MODEL_TYPES = ("eomt", "eomt_dinov3")
+ACTIVATIONS = ("gelu", "relu", "silu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu")
+
+# Fields that only one of the two variants writes to config.json.
+_DINOV2_ONLY = ("mlp_ratio", "use_swiglu_ffn")
+_DINOV3_ONLY = (
+    "intermediate_size", "rope_theta", "query_bias", "key_bias", "value_bias", "proj_bias", "mlp_bias",
+    "use_gated_mlp", "pos_embed_shift", "pos_embed_jitter", "pos_embed_rescale",
+)
+# Keys that transformers writes or reads but that do not describe the network.
+_HOUSEKEEPING = {
+    "architectures", "transformers_version", "dtype", "torch_dtype", "return_dict", "output_hidden_states",
+    "output_attentions", "use_return_dict", "problem_type", "_name_or_path", "chunk_size_feed_forward",
+    "is_encoder_decoder", "tie_word_embeddings", "pruned_heads", "_attn_implementation", "tf_legacy_loss",
+    "use_bfloat16", "rope_parameters", "num_labels",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid or a config file cannot be read."""
+
+
+@dataclass
+class EomtConfig:
+    """Architecture, loss constants and label names of an EoMT model."""
+
+    hidden_size: int = 1024
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    mlp_ratio: float = 4
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.0
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-6
+    image_size: int | tuple[int, int] = 640
+    patch_size: int = 16
+    num_channels: int = 3
+    layerscale_value: float = 1.0
+    drop_path_rate: float = 0.0
+    num_upscale_blocks: int = 2
+    attention_dropout: float = 0.0
+    use_swiglu_ffn: bool = False
+    num_blocks: int = 4
+    no_object_weight: float = 0.1
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    train_num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    num_queries: int = 200
+    num_register_tokens: int = 4
+    num_labels: int | None = None
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+    model_type: str = "eomt"
+    # DINOv3 backbone ("eomt_dinov3"); None means "the variant's default".
+    intermediate_size: int | None = None
+    rope_theta: float = 100.0
+    query_bias: bool = True
+    key_bias: bool | None = None
+    value_bias: bool = True
+    proj_bias: bool = True
+    mlp_bias: bool = True
+    use_gated_mlp: bool = False
+    pos_embed_shift: float | None = None
+    pos_embed_jitter: float | None = None
+    pos_embed_rescale: float | None = 2.0
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"unknown model_type {self.model_type!r} (expected one of {', '.join(MODEL_TYPES)})")
+        if self.key_bias is None:
+            self.key_bias = not self.is_dinov3
+        if self.intermediate_size is None and self.is_dinov3:
+            self.intermediate_size = 4096
+        if isinstance(self.image_size, (list, tuple)):
+            self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        self._init_labels()
+        self.validate()
+
+    def _init_labels(self) -> None:
+        if self.id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            if self.num_labels is None:
+                self.num_labels = len(self.id2label)
+        if self.num_labels is None:
+            self.num_labels = 2
+        if self.id2label is None or len(self.id2label) != self.num_labels:
+            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        self.label2id = {name: i for i, name in self.id2label.items()}
+
+    @property
+    def is_dinov3(self) -> bool:
+        return self.model_type == "eomt_dinov3"
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """The (height, width) the position embeddings were trained at."""
+        size = self.image_size
+        return size if isinstance(size, tuple) else (size, size)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        h, w = self.image_hw
+        return h // self.patch_size, w // self.patch_size
+
+    @property
+    def mlp_hidden_size(self) -> int:
+        if self.is_dinov3:
+            return int(self.intermediate_size)
+        hidden = int(self.hidden_size * self.mlp_ratio)
+        if self.use_swiglu_ffn:  # SwiGLU keeps 2/3 of the width, rounded up to a multiple of 8
+            hidden = (int(hidden * 2 / 3) + 7) // 8 * 8
+        return hidden
+
+    def validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "num_channels",
+                     "num_queries", "num_labels", "train_num_points"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and value > 0, f"{name} must be a positive integer, got {value!r}")
+        need(self.hidden_size % self.num_attention_heads == 0,
+             f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}")
+        need(1 <= self.num_blocks <= self.num_hidden_layers,
+             f"num_blocks must be between 1 and num_hidden_layers ({self.num_hidden_layers}), got {self.num_blocks}")
+        need(self.num_register_tokens >= 0, f"num_register_tokens must be >= 0, got {self.num_register_tokens}")
+        need(self.num_upscale_blocks >= 0, f"num_upscale_blocks must be >= 0, got {self.num_upscale_blocks}")
+        need(self.hidden_act in ACTIVATIONS, f"hidden_act {self.hidden_act!r} is not one of {ACTIVATIONS}")
+        for h in self.image_hw:
+            need(h > 0 and h % self.patch_size == 0,
+                 f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        for name in ("hidden_dropout_prob", "attention_dropout", "drop_path_rate", "importance_sample_ratio"):
+            value = getattr(self, name)
+            need(0.0 <= value <= 1.0, f"{name} must be in [0, 1], got {value}")
+        need(self.oversample_ratio >= 1.0, f"oversample_ratio must be >= 1, got {self.oversample_ratio}")
+        if self.is_dinov3:
+            head_dim = self.hidden_size // self.num_attention_heads
+            need(head_dim % 4 == 0, f"DINOv3 RoPE needs a head dimension divisible by 4, got {head_dim}")
+            need(self.intermediate_size > 0, f"intermediate_size must be positive, got {self.intermediate_size}")
+        else:
+            need(self.mlp_ratio > 0, f"mlp_ratio must be positive, got {self.mlp_ratio}")
+
+    # ---- serialisation -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config.json dictionary transformers writes for this variant."""
+        skip = {"extra"} | set(_DINOV2_ONLY if self.is_dinov3 else _DINOV3_ONLY)
+        data = {k: v for k, v in asdict(self).items() if k not in skip}
+        if isinstance(self.image_size, tuple):
+            data["image_size"] = list(self.image_size)
+        data["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        if self.is_dinov3:
+            data["rope_parameters"] = {"rope_theta": self.rope_theta, "rope_type": "default"}
+            data["architectures"] = ["EomtDinov3ForUniversalSegmentation"]
+        else:
+            data["architectures"] = ["EomtForUniversalSegmentation"]
+        data.pop("num_labels")  # transformers derives it from id2label
+        return {**self.extra, **dict(sorted(data.items()))}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> EomtConfig:
+        """Build from a config.json dictionary; keys that do not describe the network are kept aside."""
+        data = {**data, **overrides}
+        model_type = data.get("model_type", "eomt")
+        if model_type not in MODEL_TYPES:
+            raise ConfigError(f"unknown model_type {model_type!r} (expected one of {', '.join(MODEL_TYPES)})")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        rope = data.get("rope_parameters")
+        if isinstance(rope, dict):
+            if rope.get("rope_type", "default") != "default":
+                raise ConfigError(f"rope_type {rope.get('rope_type')!r} is not supported (only 'default')")
+            kwargs.setdefault("rope_theta", rope.get("rope_theta", 100.0))
+        if "num_labels" in data and "id2label" not in data:
+            kwargs["num_labels"] = data["num_labels"]
+        extra = {k: v for k, v in data.items() if k not in known and k not in _HOUSEKEEPING}
+        try:
+            return cls(**kwargs, extra=extra)
+        except TypeError as exc:  # a value of the wrong type, e.g. a string for an int
+            raise ConfigError(f"invalid config: {exc}") from None
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> EomtConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: config must be a JSON object")
+        try:
+            return cls.from_dict(data, **overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, **overrides: Any) -> EomtConfig:
+        """Read `config.json` from a hub id or a local directory."""
+        from .checkpoints.resolve import resolve_file
+
+        return cls.from_json_file(resolve_file(source, "config.json"), **overrides)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        return write_text_atomic(directory / "config.json", json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,1 @@
+"""The EoMT network in plain PyTorch: one file per component."""

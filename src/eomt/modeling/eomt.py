@@ -1,0 +1,189 @@
+"""EomtForUniversalSegmentation: a ViT whose last `num_blocks` blocks also carry learned queries.
+
+Read top to bottom: embeddings -> blocks (queries join before block `depth - num_blocks`) ->
+final norm -> class and mask heads. In training, each of the last `num_blocks` blocks is
+preceded by an intermediate prediction whose masks restrict which patches each query may
+attend to (masked attention); a query's mask is lifted with probability 1 - p_b, where the
+trainer anneals p_b from 1 to 0. With every p_b = 0 in eval mode the forward pass is a plain ViT.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import EomtConfig
+from .embeddings import Embeddings, RopeEmbeddings
+from .heads import MaskHead, ScaleBlock
+from .loss import EomtLoss
+from .vit import Block, LayerScale
+
+
+@dataclass
+class EomtOutput:
+    """What the model returns; also readable as `outputs["name"]`, like transformers' ModelOutput."""
+
+    class_queries_logits: Tensor
+    masks_queries_logits: Tensor
+    last_hidden_state: Tensor
+    loss: Tensor | None = None
+    loss_dict: dict[str, Tensor] | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    patch_offsets: list[Tensor] | None = None
+    # (mask, class) logits of every level, intermediate ones first; filled in training mode.
+    predictions_per_level: list[tuple[Tensor, Tensor]] | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+
+class EomtForUniversalSegmentation(nn.Module):
+    """EoMT for semantic, instance and panoptic segmentation (DINOv2 or DINOv3 backbone)."""
+
+    def __init__(self, config: EomtConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.rope_embeddings = RopeEmbeddings(config) if config.is_dinov3 else None
+        self.layers = nn.ModuleList([Block(config) for _ in range(config.num_hidden_layers)])
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.query = nn.Embedding(config.num_queries, config.hidden_size)
+        self.upscale_block = ScaleBlock(config)
+        self.mask_head = MaskHead(config)
+        self.class_predictor = nn.Linear(config.hidden_size, config.num_labels + 1)
+        self.criterion = EomtLoss(config)
+        self.register_buffer("attn_mask_probs", torch.ones(config.num_blocks))
+        self.first_query_block = config.num_hidden_layers - config.num_blocks
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Random initialisation (the transformers scheme); real weights come from `from_pretrained`."""
+        std = self.config.initializer_range
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                module.reset_parameters()
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight)
+            elif isinstance(module, LayerScale):
+                module.lambda1.fill_(self.config.layerscale_value)
+        nn.init.trunc_normal_(self.embeddings.cls_token, std=std)
+        nn.init.zeros_(self.embeddings.register_tokens)
+        self.attn_mask_probs.fill_(1.0)
+
+    # ---- convenience ---------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.class_predictor.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.class_predictor.weight.dtype
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, **config_overrides: Any) -> EomtForUniversalSegmentation:
+        """Load from a hub id, a transformers-format directory or an authors' checkpoint file."""
+        from ..checkpoints.load import load_model
+
+        return load_model(source, **config_overrides)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write config.json + model.safetensors in the layout transformers reads."""
+        from ..checkpoints.save import save_model
+
+        save_model(self, directory)
+
+    # ---- forward -------------------------------------------------------------------------------
+
+    def _check_input(self, pixel_values: Tensor) -> None:
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must be (batch, channels, height, width), got shape {tuple(pixel_values.shape)}")
+        channels, height, width = pixel_values.shape[1:]
+        if channels != self.config.num_channels:
+            raise ValueError(f"pixel_values has {channels} channels, the model expects {self.config.num_channels}")
+        p = self.config.patch_size
+        if height % p or width % p:
+            raise ValueError(f"input size {height}x{width} is not a multiple of the patch size {p}")
+
+    def predict(self, tokens: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Mask logits (B, Q, 4h, 4w) and class logits (B, Q, K+1) from final-normed tokens."""
+        num_queries = self.config.num_queries
+        queries = tokens[:, :num_queries]
+        patches = tokens[:, num_queries + self.embeddings.num_prefix_tokens:]
+        patches = patches.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+        mask_embed = self.mask_head(queries)
+        pixel_embed = self.upscale_block(patches)
+        return torch.einsum("bqc,bchw->bqhw", mask_embed, pixel_embed), self.class_predictor(queries)
+
+    def _attention_mask(self, mask_logits: Tensor, prob: float, grid: tuple[int, int], num_tokens: int) -> Tensor:
+        """Boolean (B, 1, N, N) mask: query i sees patch j only where its mask logit > 0,
+        unless the query's mask is lifted (probability 1 - prob)."""
+        batch, num_queries = mask_logits.shape[:2]
+        start = num_queries + self.embeddings.num_prefix_tokens
+        mask = torch.ones(batch, num_tokens, num_tokens, dtype=torch.bool, device=mask_logits.device)
+        on_grid = F.interpolate(mask_logits, size=grid, mode="bilinear").flatten(2) > 0
+        if prob < 1:
+            lifted = torch.rand(batch, num_queries, device=mask_logits.device) > prob
+            on_grid = on_grid | lifted[..., None]
+        mask[:, :num_queries, start:] = on_grid
+        return mask[:, None]
+
+    def forward(self, pixel_values: Tensor, mask_labels: list[Tensor] | None = None,
+                class_labels: list[Tensor] | None = None, patch_offsets: list[Tensor] | None = None,
+                output_hidden_states: bool = False) -> EomtOutput:
+        self._check_input(pixel_values)
+        height, width = pixel_values.shape[-2:]
+        grid = (height // self.config.patch_size, width // self.config.patch_size)
+        x = self.embeddings(pixel_values)
+        rope = self.rope_embeddings(height, width, x.dtype) if self.rope_embeddings is not None else None
+        probs = self.attn_mask_probs.tolist()  # one host sync per forward
+        # In eval mode a block whose probability is 0 computes no prediction and no mask at all.
+        masked = [self.training or p > 0 for p in probs]
+
+        hidden_states = [x] if output_hidden_states else None
+        levels: list[tuple[Tensor, Tensor]] = []
+        for i, block in enumerate(self.layers):
+            attn_mask = None
+            if i == self.first_query_block:
+                x = torch.cat([self.query.weight[None].expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+            if i >= self.first_query_block and masked[i - self.first_query_block]:
+                mask_logits, class_logits = self.predict(self.layernorm(x), grid)
+                levels.append((mask_logits, class_logits))
+                prob = probs[i - self.first_query_block]
+                attn_mask = self._attention_mask(mask_logits, prob, grid, x.shape[1])
+            x = block(x, attn_mask, rope)
+            if hidden_states is not None:
+                hidden_states.append(x)
+
+        x = self.layernorm(x)
+        mask_logits, class_logits = self.predict(x, grid)
+        levels.append((mask_logits, class_logits))
+
+        loss = loss_dict = None
+        if mask_labels is not None and class_labels is not None:
+            loss, loss_dict = self.criterion(
+                [m for m, _ in levels], [c for _, c in levels], mask_labels, class_labels
+            )
+        return EomtOutput(
+            class_queries_logits=class_logits,
+            masks_queries_logits=mask_logits,
+            last_hidden_state=x,
+            loss=loss,
+            loss_dict=loss_dict,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            patch_offsets=patch_offsets,
+            predictions_per_level=levels if self.training else None,
+        )
+
+
+EomtDinov3ForUniversalSegmentation = EomtForUniversalSegmentation
