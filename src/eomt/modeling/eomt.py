@@ -26,7 +26,12 @@ from .vit import Block, LayerScale
 
 @dataclass
 class EomtOutput:
-    """What the model returns; also readable as `outputs["name"]`, like transformers' ModelOutput."""
+    """What the model returns; also readable as `outputs["name"]`, like transformers' ModelOutput.
+
+    `hidden_states` (on request): the input of the first block, then the output of every block,
+    the last one after the final LayerNorm (the transformers convention); queries are in front
+    from block `depth - num_blocks` on.
+    """
 
     class_queries_logits: Tensor
     masks_queries_logits: Tensor
@@ -150,12 +155,14 @@ class EomtForUniversalSegmentation(nn.Module):
         # In eval mode a block whose probability is 0 computes no prediction and no mask at all.
         masked = [self.training or p > 0 for p in probs]
 
-        hidden_states = [x] if output_hidden_states else None
+        hidden_states: list[Tensor] | None = [] if output_hidden_states else None
         levels: list[tuple[Tensor, Tensor]] = []
         for i, block in enumerate(self.layers):
             attn_mask = None
             if i == self.first_query_block:
                 x = torch.cat([self.query.weight[None].expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+            if i == 0 and hidden_states is not None:
+                hidden_states.append(x)
             if i >= self.first_query_block and masked[i - self.first_query_block]:
                 mask_logits, class_logits = self.predict(self.layernorm(x), grid)
                 levels.append((mask_logits, class_logits))
@@ -166,6 +173,8 @@ class EomtForUniversalSegmentation(nn.Module):
                 hidden_states.append(x)
 
         x = self.layernorm(x)
+        if hidden_states is not None:  # as in transformers, the last entry is the final-normed output
+            hidden_states[-1] = x
         mask_logits, class_logits = self.predict(x, grid)
         levels.append((mask_logits, class_logits))
 

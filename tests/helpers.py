@@ -1,0 +1,52 @@
+"""Shared test helpers: tiny transformers reference models and their saved directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def make_reference(kind: str = "eomt", seed: int = 0, **overrides):
+    """A randomly initialised transformers EoMT (the reference oracle), with non-trivial weights."""
+    import transformers
+
+    defaults = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, num_blocks=2, num_queries=6,
+                    image_size=64, num_labels=4, train_num_points=300)
+    defaults.update(overrides)
+    torch.manual_seed(seed)
+    if kind == "eomt_dinov3":
+        defaults.setdefault("intermediate_size", 2 * defaults["hidden_size"])
+        model = transformers.EomtDinov3ForUniversalSegmentation(transformers.EomtDinov3Config(**defaults))
+    else:
+        model = transformers.EomtForUniversalSegmentation(transformers.EomtConfig(**defaults))
+    with torch.no_grad():  # perturb everything, so that scale/bias/norm weights are not trivially 1 or 0
+        for name, param in model.named_parameters():
+            if "lambda1" in name or name.endswith("norm1.weight") or name.endswith("norm2.weight"):
+                param.copy_(1.0 + 0.2 * torch.randn_like(param))
+            else:
+                param.add_(0.02 * torch.randn_like(param))
+    return model.eval()
+
+
+def save_reference(model, directory: Path, probs: float | None = None) -> Path:
+    if probs is not None:
+        model.attn_mask_probs.fill_(probs)
+    model.save_pretrained(directory)
+    return directory
+
+
+def random_targets(batch: int, height: int, width: int, num_labels: int, seed: int = 1):
+    """Per image, a few rectangular masks with class ids (the layout transformers' loss takes)."""
+    g = torch.Generator().manual_seed(seed)
+    mask_labels, class_labels = [], []
+    for i in range(batch):
+        n = 2 + i
+        masks = torch.zeros(n, height, width)
+        for j in range(n):
+            y0, x0 = torch.randint(0, height // 2, (2,), generator=g).tolist()
+            h, w = torch.randint(height // 8, height // 2, (2,), generator=g).tolist()
+            masks[j, y0:y0 + h, x0:x0 + w] = 1.0
+        mask_labels.append(masks)
+        class_labels.append(torch.randint(0, num_labels, (n,), generator=g))
+    return mask_labels, class_labels
