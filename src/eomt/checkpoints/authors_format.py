@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..config import EomtConfig
+from ..config import ConfigError, EomtConfig
 from .errors import CheckpointError
 
 BACKBONE = "network.encoder.backbone."
@@ -73,7 +73,7 @@ def infer_config(state_dict: dict[str, Tensor], source: str, **overrides: Any) -
     values: dict[str, Any] = dict(
         hidden_size=hidden,
         num_hidden_layers=depth,
-        num_attention_heads=hidden // 64,
+        num_attention_heads=max(1, hidden // 64),  # DINOv2 heads are 64 wide; shapes cannot tell
         mlp_ratio=mlp_ratio,
         use_swiglu_ffn=swiglu,
         image_size=grid * patch,
@@ -85,7 +85,10 @@ def infer_config(state_dict: dict[str, Tensor], source: str, **overrides: Any) -
         num_upscale_blocks=upscale,
     )
     values.update(overrides)
-    return EomtConfig(**values)
+    try:
+        return EomtConfig(**values)
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
 
 
 def convert_state_dict(state_dict: dict[str, Tensor], config: EomtConfig) -> dict[str, Tensor]:

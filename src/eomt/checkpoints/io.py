@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
@@ -31,12 +31,10 @@ def read_tensors(path: str | os.PathLike) -> dict[str, object]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((line for line in first if "Unsupported global" in line or "GLOBAL" in line), "")
-        raise CheckpointError(
-            f"{path}: refused to load, it holds objects other than plain tensors {detail.strip()}".rstrip()
-        ) from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError, AttributeError) as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found[1]})" if found else ""
+        raise CheckpointError(f"{path}: refused to load, it holds objects other than plain tensors{what}") from None
+    except Exception as exc:  # garbage bytes make the unpickler fail in many ways (EOFError, IndexError, ...)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: truncated or not a checkpoint ({reason})") from None
     if not isinstance(data, dict):

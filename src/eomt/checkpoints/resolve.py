@@ -28,13 +28,7 @@ def _hub_download(repo_id: str, filename: str, required: bool = True) -> Path | 
 
     try:
         return Path(hf_hub_download(repo_id, filename))
-    except EntryNotFoundError:
-        if required:
-            raise CheckpointError(f"hub repo {repo_id!r} has no file {filename!r}") from None
-        return None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f"hub repo {repo_id!r} does not exist or is private") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # must come first: it is also an EntryNotFoundError
         if not required:
             return None
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
@@ -43,6 +37,12 @@ def _hub_download(repo_id: str, filename: str, required: bool = True) -> Path | 
         raise CheckpointError(
             f"cannot get {filename!r} of {repo_id!r}: {why}; pass a local directory or checkpoint file instead"
         ) from None
+    except EntryNotFoundError:
+        if required:
+            raise CheckpointError(f"hub repo {repo_id!r} has no file {filename!r}") from None
+        return None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"hub repo {repo_id!r} does not exist or is private") from None
     except OSError as exc:  # network errors surface as subclasses of OSError
         raise CheckpointError(
             f"cannot download {filename!r} of {repo_id!r} ({type(exc).__name__}); "
