@@ -1,0 +1,115 @@
+"""The `eomt` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    """`key=value` with value parsed as JSON when it can be (numbers, booleans), else kept as a string."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _describe(config) -> list[str]:
+    import torch
+
+    from .modeling.eomt import EomtForUniversalSegmentation
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in EomtForUniversalSegmentation(config).parameters())
+    backbone = "DINOv3" if config.is_dinov3 else "DINOv2 with registers"
+    mlp = ("gated MLP" if config.use_gated_mlp else "MLP") if config.is_dinov3 else (
+        "SwiGLU MLP" if config.use_swiglu_ffn else "GELU MLP")
+    h, w = config.image_hw
+    return [
+        f"backbone     {backbone}, {config.num_hidden_layers} blocks, hidden {config.hidden_size}, "
+        f"{config.num_attention_heads} heads, {mlp}",
+        f"input        {h}x{w} (patch {config.patch_size}; any multiple of the patch size runs)",
+        f"queries      {config.num_queries}, in the last {config.num_blocks} blocks",
+        f"registers    {config.num_register_tokens}",
+        f"classes      {config.num_labels} (+ no-object)",
+        f"parameters   {params / 1e6:.1f}M",
+    ]
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Architecture of a checkpoint; reads only config.json for directories and hub ids."""
+    from .checkpoints.load import load_checkpoint_file
+    from .config import EomtConfig
+
+    path = Path(args.source)
+    config = load_checkpoint_file(path)[0] if path.is_file() else EomtConfig.from_pretrained(args.source)
+    print(f"{args.source}")
+    for line in _describe(config):
+        print(f"  {line}")
+    names = list(config.id2label.values())
+    shown = ", ".join(names[:8]) + (f", ... ({len(names) - 8} more)" if len(names) > 8 else "")
+    print(f"  labels       {shown}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Any supported checkpoint -> a transformers-format directory (config.json + model.safetensors)."""
+    from .modeling.eomt import EomtForUniversalSegmentation
+
+    overrides = dict(args.set or [])
+    model = EomtForUniversalSegmentation.from_pretrained(args.source, **overrides)
+    model.save_pretrained(args.out)
+    print(f"wrote {args.out}/config.json and {args.out}/model.safetensors")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eomt", description="EoMT: Encoder-only Mask Transformer segmentation models.")
+    parser.add_argument("--version", action="version", version=f"eomt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    info = sub.add_parser("info", help="show a checkpoint's architecture",
+                          description="Show the architecture, size and labels of a checkpoint. SOURCE is a hub "
+                                      "id (only config.json is fetched), a transformers-format directory, or an "
+                                      "authors' checkpoint file (.bin/.ckpt), whose config is inferred.")
+    info.add_argument("source", metavar="SOURCE")
+    info.set_defaults(func=cmd_info)
+
+    convert = sub.add_parser("convert", help="convert a checkpoint to transformers format",
+                             description="Load SOURCE (hub id, transformers directory, or an authors' .bin/.ckpt "
+                                         "file) and write it to OUT as config.json + model.safetensors, which both "
+                                         "eomt and transformers load.")
+    convert.add_argument("source", metavar="SOURCE")
+    convert.add_argument("out", metavar="OUT", help="output directory (created if missing)")
+    convert.add_argument("--set", metavar="KEY=VALUE", type=_parse_override, action="append",
+                         help="config override, e.g. --set num_attention_heads=6 (repeatable)")
+    convert.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .checkpoints.errors import CheckpointError
+    from .config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CheckpointError, ConfigError, FileNotFoundError) as exc:
+        print(f"eomt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
