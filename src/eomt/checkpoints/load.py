@@ -63,11 +63,7 @@ def _read_weights(files: list[Path]) -> dict[str, Tensor]:
 
 def load_checkpoint_file(path: Path, **overrides: Any) -> tuple[EomtConfig, dict[str, Tensor]]:
     """An authors' `.bin`/`.ckpt`/`.pt`, or a lone transformers weight file with config.json beside it."""
-    state_dict = authors_format.unwrap(tensors_only(read_tensors(path), path) if path.suffix == ".safetensors"
-                                       else read_tensors(path))
-    state_dict = {k: v for k, v in state_dict.items() if isinstance(v, Tensor)}
-    if not state_dict:
-        raise CheckpointError(f"{path}: holds no tensors")
+    state_dict = tensors_only(authors_format.unwrap(read_tensors(path)), path)
     if authors_format.is_authors_format(state_dict):
         config = authors_format.infer_config(state_dict, str(path), **overrides)
         return config, authors_format.convert_state_dict(state_dict, config)
