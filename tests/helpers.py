@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -50,3 +53,28 @@ def random_targets(batch: int, height: int, width: int, num_labels: int, seed: i
         mask_labels.append(masks)
         class_labels.append(torch.randint(0, num_labels, (n,), generator=g))
     return mask_labels, class_labels
+
+
+def write_hub_cache(cache: Path, repo_id: str, source_dir: Path) -> None:
+    """Lay files out as huggingface_hub's cache does: blobs, a snapshot of symlinks, refs/main."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir()
+    snapshot.mkdir(parents=True)
+    for file in source_dir.iterdir():
+        blob = hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.copy(file, repo / "blobs" / blob)
+        os.symlink(Path("..", "..", "blobs", blob), snapshot / file.name)
+
+
+def make_confident(model, class_scale: float = 40.0, mask_scale: float = 8.0):
+    """Sharpen a random model's predictions so that 0.8 thresholds keep some segments and drop others."""
+    with torch.no_grad():
+        model.class_predictor.weight.mul_(class_scale)
+        model.class_predictor.bias.mul_(class_scale)
+        model.mask_head.fc3.weight.mul_(mask_scale)
+        model.mask_head.fc3.bias.mul_(mask_scale)
+    return model

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from helpers import make_reference, save_reference
+from helpers import make_reference, save_reference, write_hub_cache
 from safetensors.torch import load_file, save_file
 
 from eomt import CheckpointError, EomtForUniversalSegmentation
@@ -151,21 +149,6 @@ def test_authors_checkpoint_loads_with_inferred_config(tmp_path, container, over
     _assert_same(_outputs(ours, pixels), _outputs(ref, pixels), atol=1e-4)
 
 
-def _hub_cache(cache: Path, repo_id: str, source_dir: Path) -> None:
-    """Lay files out as huggingface_hub's cache does: blobs, a snapshot of symlinks, refs/main."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    snapshot = repo / "snapshots" / commit
-    (repo / "blobs").mkdir()
-    snapshot.mkdir(parents=True)
-    for file in source_dir.iterdir():
-        blob = hashlib.sha256(file.read_bytes()).hexdigest()
-        shutil.copy(file, repo / "blobs" / blob)
-        os.symlink(Path("..", "..", "blobs", blob), snapshot / file.name)
-
-
 def _run_offline(cache: Path, code: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent)}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -174,7 +157,7 @@ def _run_offline(cache: Path, code: str) -> subprocess.CompletedProcess:
 def test_hub_id_loads_from_cache_offline(tmp_path):
     ref = make_reference("eomt")
     save_reference(ref, tmp_path / "src", probs=0.0)
-    _hub_cache(tmp_path / "hub", "tue-mps/tiny-test-eomt", tmp_path / "src")
+    write_hub_cache(tmp_path / "hub", "tue-mps/tiny-test-eomt", tmp_path / "src")
     pixels = torch.randn(1, 3, 64, 64)
     torch.save(pixels, tmp_path / "pixels.pt")
     code = f"""

@@ -1,0 +1,120 @@
+"""Turning what users hold (files, PIL images, arrays, tensors) into RGB uint8 tensors.
+
+Files are opened with their JPEG EXIF orientation applied. Every mode becomes RGB: grayscale is
+replicated, transparency is composited onto white (as transformers does), palette and CMYK are
+converted, 16-bit and 32-bit integer images are scaled to 8 bits.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+MIN_SIDE = 8  # smaller images carry nothing a segmentation model can use
+
+
+class ImageError(ValueError):
+    """An image cannot be read or used; the message names the file and the reason."""
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as an RGB PIL image with its EXIF orientation applied."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: file is empty")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: image too large to decode safely ({exc.args[0].split('(')[0].strip()})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image, or a format Pillow cannot read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: truncated or corrupt image ({exc})") from None
+    check_size(image.height, image.width, str(path))
+    return to_rgb_pil(image)
+
+
+def check_size(height: int, width: int, name: str) -> None:
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise ImageError(
+            f"{name}: image is {width}x{height} pixels, too small to segment (minimum {MIN_SIDE}x{MIN_SIDE})")
+
+
+def to_rgb_pil(image: Image.Image) -> Image.Image:
+    """Any PIL mode as RGB."""
+    if image.mode.startswith("I"):  # 16- or 32-bit integer grayscale
+        array = np.asarray(image).astype(np.int64)
+        top = array.max(initial=0)
+        scale = 1 if top <= 255 and image.mode == "I" else (257 if top <= 65535 else 16843009)
+        return Image.fromarray(np.clip(array // scale, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "F":
+        array = np.asarray(image)
+        top = 1.0 if array.max(initial=0) <= 1.0 else 255.0
+        return Image.fromarray(np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8)).convert("RGB")
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _array_to_uint8(array: np.ndarray | Tensor) -> Tensor:
+    tensor = torch.as_tensor(array)
+    if tensor.dtype == torch.uint8:
+        return tensor
+    if tensor.dtype == torch.bool:
+        return tensor.to(torch.uint8) * 255
+    if tensor.is_floating_point():
+        top = 1.0 if tensor.numel() == 0 or tensor.max() <= 1.0 else 255.0
+        return (tensor.float() / top * 255.0).round().clamp(0, 255).to(torch.uint8)
+    tensor = tensor.to(torch.int64)
+    if tensor.numel() and tensor.max() > 255:  # 16-bit data
+        tensor = tensor // 257
+    return tensor.clamp(0, 255).to(torch.uint8)
+
+
+def to_rgb_tensor(image, channels_first: bool | None = None) -> Tensor:
+    """A (3, H, W) uint8 tensor from a PIL image, an (H, W[, C]) numpy array or a (C, H, W) tensor.
+
+    Arrays and tensors with 1 channel are replicated; with 4, alpha is composited onto white.
+    `channels_first` says how to read a 3-D input; by default numpy is HWC and torch is CHW.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        image = load_image(image)
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(np.array(to_rgb_pil(image))).permute(2, 0, 1).contiguous()
+    if isinstance(image, np.ndarray):
+        if image.dtype == np.uint16:
+            image = image.astype(np.int32)
+        tensor = torch.from_numpy(np.ascontiguousarray(image))
+        channels_first = False if channels_first is None else channels_first
+    elif isinstance(image, Tensor):
+        tensor = image
+        channels_first = True if channels_first is None else channels_first
+    else:
+        raise TypeError(f"unsupported image type {type(image).__name__} (expected a path, PIL image, array or tensor)")
+    if tensor.ndim == 2:
+        tensor = tensor[None]
+    elif tensor.ndim == 3 and not channels_first:
+        tensor = tensor.permute(2, 0, 1)
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
+        raise ValueError(f"an image must be (H, W), (H, W, C) or (C, H, W) with 1, 3 or 4 channels, "
+                         f"got shape {tuple(image.shape)}")
+    tensor = _array_to_uint8(tensor)
+    if tensor.shape[0] == 1:
+        tensor = tensor.expand(3, -1, -1)
+    elif tensor.shape[0] == 4:
+        alpha = tensor[3:].float() / 255.0
+        tensor = (tensor[:3].float() * alpha + 255.0 * (1 - alpha)).round().to(torch.uint8)
+    return tensor.contiguous()
