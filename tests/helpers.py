@@ -78,3 +78,21 @@ def make_confident(model, class_scale: float = 40.0, mask_scale: float = 8.0):
         model.mask_head.fc3.weight.mul_(mask_scale)
         model.mask_head.fc3.bias.mul_(mask_scale)
     return model
+
+
+PROCESSOR_SETTINGS = {
+    "semantic": dict(size={"shortest_edge": 64}, do_split_image=True),
+    "instance": dict(size={"shortest_edge": 64, "longest_edge": 64}, do_pad=True),
+    "panoptic": dict(size={"shortest_edge": 64, "longest_edge": 64}, do_pad=True),
+}
+
+
+def save_task_model(directory: Path, task: str) -> Path:
+    """A tiny confident model + the processor config of `task`, saved with transformers."""
+    import transformers
+
+    model = make_confident(make_reference("eomt", seed=2, num_labels=6, num_queries=12), 10.0, 30.0)
+    model.attn_mask_probs.zero_()
+    model.save_pretrained(directory)
+    transformers.EomtImageProcessor(**PROCESSOR_SETTINGS[task]).save_pretrained(directory)
+    return directory

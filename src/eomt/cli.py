@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .checkpoints.errors import CheckpointError
+from .config import ConfigError
+
+DEFAULT_MODEL = "tue-mps/coco_panoptic_eomt_large_640"
 
 
 def _parse_override(text: str) -> tuple[str, object]:
@@ -71,6 +75,30 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Segment image files and write standard result files; non-zero exit when any image failed."""
+    import time
+
+    from . import predict_job
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    start = time.perf_counter()
+    try:
+        report = predict_job.run(args.sources, args.model, args.task, Path(args.out), args.device, args.batch_size,
+                                 args.threshold, dtype=args.dtype, progress=not args.quiet)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (--model PATH)") from None
+    seconds = time.perf_counter() - start
+    print(f"segmented {len(report.done)} image(s) in {seconds:.1f} s -> {args.out}", file=sys.stderr)
+    if report.failed:
+        print(f"{len(report.failed)} failed:", file=sys.stderr)
+        for path, reason in report.failed:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eomt", description="EoMT: Encoder-only Mask Transformer segmentation models.")
@@ -93,13 +121,35 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--set", metavar="KEY=VALUE", type=_parse_override, action="append",
                          help="config override, e.g. --set num_attention_heads=6 (repeatable)")
     convert.set_defaults(func=cmd_convert)
+
+    predict = sub.add_parser(
+        "predict", help="segment images and write result files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Segment images with an EoMT model. For each image <stem> it writes to --out:\n"
+                    "  semantic: <stem>.png     label map of class ids (8-bit, 16-bit when > 255 classes)\n"
+                    "  panoptic: <stem>.png     COCO panoptic PNG (id = R + 256 G + 256^2 B; 0 = void)\n"
+                    "            <stem>.json    segments_info (id, category_id, area, bbox, score) + labels\n"
+                    "  instance: <stem>.json    COCO results (category_id, RLE segmentation, bbox, score)\n"
+                    "  all:      <stem>_overlay.jpg  the image with coloured masks, outlines and class names\n"
+                    "Unreadable images are reported and skipped; the exit code is 1 when any image failed.")
+    predict.add_argument("sources", metavar="SOURCE", nargs="+", help="image files, folders or glob patterns")
+    predict.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                         help=f"hub id, transformers-format directory or checkpoint file (default: {DEFAULT_MODEL})")
+    predict.add_argument("--task", "-t", choices=["semantic", "instance", "panoptic"],
+                         help="default: the checkpoint's task")
+    predict.add_argument("--out", "-o", default="predictions", help="output directory (default: predictions)")
+    predict.add_argument("--device", "-d", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    predict.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                         help="model precision (default: float32)")
+    predict.add_argument("--batch-size", "-b", type=int, default=1, help="images per forward pass (default: 1)")
+    predict.add_argument("--threshold", type=float, default=0.8,
+                         help="minimum segment score for instance / panoptic (default: 0.8)")
+    predict.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoints.errors import CheckpointError
-    from .config import ConfigError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

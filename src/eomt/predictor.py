@@ -1,0 +1,248 @@
+"""Segmenter: from images to segmentations without thinking about processors.
+
+    seg = Segmenter.from_pretrained("tue-mps/coco_panoptic_eomt_large_640", device="cuda")
+    result = seg.predict("street.jpg")
+    for s in result.segments:
+        print(s.label, s.score, s.area, s.bbox)
+
+The task (semantic, instance, panoptic) and the inference mode (sliding window or padded) come from
+the checkpoint unless given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .modeling.eomt import EomtForUniversalSegmentation
+from .processing.image_io import load_image, to_rgb_pil
+from .processing.image_processor import EomtImageProcessor
+
+TASKS = ("semantic", "instance", "panoptic")
+DEFAULT_MODEL = "tue-mps/coco_panoptic_eomt_large_640"
+COCO_PANOPTIC_THINGS = 80  # contiguous COCO panoptic ids: 80 things, then 53 stuff classes
+
+
+@dataclass
+class Segment:
+    """One segment: for semantic results, one per class present."""
+
+    id: int
+    label_id: int
+    label: str
+    score: float | None
+    area: int
+    bbox: tuple[float, float, float, float]  # x, y, width, height (COCO)
+    isthing: bool
+
+
+@dataclass
+class Prediction:
+    """A segmentation of one image.
+
+    `segmentation` is (H, W) int64: class ids for semantic results; segment ids (-1 = void) for
+    panoptic and instance ones. Instance results also carry `masks` (N, H, W) bool, one per segment,
+    since instances may overlap.
+    """
+
+    task: str
+    segmentation: Tensor
+    segments: list[Segment]
+    masks: Tensor | None = None
+    id2label: dict[int, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.segmentation.shape[-2:])
+
+    def to_coco_panoptic(self, label_to_category: dict[int, int] | None = None):
+        """(H, W, 3) uint8 PNG array (id = R + 256 G + 256^2 B, segment id + 1; 0 = void) and segments_info."""
+        from .formats import panoptic_segments_info, panoptic_to_rgb
+
+        if self.task != "panoptic":
+            raise ValueError(f"a {self.task} result has no panoptic form")
+        info = [{"id": s.id, "label_id": s.label_id, "score": s.score} for s in self.segments]
+        things = {s.label_id for s in self.segments if s.isthing}
+        return (panoptic_to_rgb(self.segmentation, None),
+                panoptic_segments_info(self.segmentation, info, label_to_category, things))
+
+    def to_coco_instances(self, image_id: int | str, label_to_category: dict[int, int] | None = None) -> list[dict]:
+        """COCO results: one {image_id, category_id, segmentation (RLE), bbox, score, area} per instance."""
+        from .formats import instance_results
+
+        if self.task != "instance":
+            raise ValueError(f"a {self.task} result has no instance form")
+        info = [{"id": s.id, "label_id": s.label_id, "score": s.score} for s in self.segments]
+        return instance_results(self.masks, info, image_id, label_to_category)
+
+    def overlay(self, image: Image.Image, alpha: float = 0.5) -> Image.Image:
+        """The image with coloured masks, outlines and class names."""
+        from .visualize import overlay, overlay_instances
+
+        image = to_rgb_pil(image)
+        if self.task == "instance":
+            return overlay_instances(image, self.masks, [s.label for s in self.segments],
+                                     [s.score for s in self.segments])
+        return overlay(image, self.segmentation, [(s.id, s.label, s.score) for s in self.segments], alpha=alpha)
+
+
+def _areas_and_boxes(segment_map: Tensor, ids: list[int]) -> tuple[list[int], list[tuple[float, ...]]]:
+    from .formats import segment_stats
+
+    areas, boxes = segment_stats(segment_map, ids)
+    return [int(a) for a in areas], [tuple(float(v) for v in b) for b in boxes]
+
+
+class Segmenter:
+    """A model, its processor and the task, ready to segment images."""
+
+    def __init__(self, model: EomtForUniversalSegmentation, processor: EomtImageProcessor, task: str = "panoptic",
+                 stuff_classes: Iterable[int] | None = None) -> None:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})")
+        self.model = model.eval()
+        self.task = task
+        self.id2label = dict(model.config.id2label)
+        self.stuff_classes = sorted(set(stuff_classes)) if stuff_classes is not None else default_stuff_classes(
+            model.config.num_labels)
+        self.processor = processor_for_task(processor, task, model.config.image_hw[0])
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device | None = None,
+                        dtype: torch.dtype | str | None = None, task: str | None = None,
+                        **config_overrides: Any) -> Segmenter:
+        """Load model and processor; `device` defaults to CUDA when available, `dtype` to float32."""
+        model = EomtForUniversalSegmentation.from_pretrained(source, **config_overrides)
+        try:
+            processor = EomtImageProcessor.from_pretrained(source)
+        except (ValueError, OSError):  # no preprocessor_config.json (e.g. an authors' checkpoint file)
+            processor = None
+        task = task or infer_task(processor, model.config.extra, str(source))
+        if processor is None:
+            processor = EomtImageProcessor()
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or torch.float32)
+        return cls(model.to(device=device, dtype=dtype), processor, task)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def predict(self, images, task: str | None = None, batch_size: int = 1, threshold: float = 0.8,
+                **post_kwargs: Any) -> Prediction | list[Prediction]:
+        """Segment one image (path, PIL, array, tensor) or a list of them; returns one result or a list."""
+        single = not isinstance(images, (list, tuple))
+        results = [r for _, r in self.predict_iter([images] if single else images, task, batch_size, threshold,
+                                                     **post_kwargs)]
+        return results[0] if single else results
+
+    def predict_iter(self, images: Iterable, task: str | None = None, batch_size: int = 1, threshold: float = 0.8,
+                     **post_kwargs: Any) -> Iterator[tuple[int, Prediction]]:
+        """Yield (index, result) batch by batch; files are read lazily, a batch at a time."""
+        task = task or self.task
+        processor = self.processor if task == self.task else processor_for_task(
+            self.processor, task, self.model.config.image_hw[0])
+        batch: list[tuple[int, Image.Image]] = []
+        for index, image in enumerate(images):
+            batch.append((index, load_image(image) if isinstance(image, (str, os.PathLike)) else image))
+            if len(batch) == batch_size:
+                yield from zip([i for i, _ in batch], self._run([im for _, im in batch], task, processor,
+                                                               threshold, post_kwargs), strict=True)
+                batch = []
+        if batch:
+            yield from zip([i for i, _ in batch], self._run([im for _, im in batch], task, processor, threshold,
+                                                           post_kwargs), strict=True)
+
+    @torch.inference_mode()
+    def _run(self, images: list, task: str, processor: EomtImageProcessor, threshold: float,
+             post_kwargs: dict[str, Any]) -> list[Prediction]:
+        inputs = processor(images, device=self.device)
+        sizes = [tuple(_image_hw(im)) for im in images]
+        out = self.model(inputs.pixel_values.to(self.model.dtype), patch_offsets=inputs.get("patch_offsets"))
+        out.masks_queries_logits = out.masks_queries_logits.float()
+        out.class_queries_logits = out.class_queries_logits.float()
+        if task == "semantic":
+            maps = processor.post_process_semantic_segmentation(out, target_sizes=sizes, **post_kwargs)
+            return [self._semantic(m) for m in maps]
+        if task == "panoptic":
+            post = processor.post_process_panoptic_segmentation(
+                out, target_sizes=sizes, threshold=threshold, stuff_classes=self.stuff_classes, **post_kwargs)
+        else:
+            post = processor.post_process_instance_segmentation(out, target_sizes=sizes, threshold=threshold,
+                                                                **post_kwargs)
+        return [self._segments(task, p) for p in post]
+
+    def _label(self, label_id: int) -> str:
+        return self.id2label.get(label_id, str(label_id))
+
+    def _semantic(self, label_map: Tensor) -> Prediction:
+        label_map = label_map.long()
+        ids = torch.unique(label_map).tolist()
+        areas, boxes = _areas_and_boxes(label_map, ids)
+        segments = [Segment(i, i, self._label(i), None, a, b, False) for i, a, b in zip(ids, areas, boxes, strict=True)]
+        return Prediction("semantic", label_map.cpu(), segments, id2label=self.id2label)
+
+    def _segments(self, task: str, post: dict) -> Prediction:
+        segmentation = post["segmentation"].long()
+        info = post["segments_info"]
+        masks = post.get("masks")
+        if task == "instance" and masks is not None:
+            masks = masks.bool()
+            areas = masks.flatten(1).sum(1).tolist()
+            from .formats import masks_to_bboxes
+
+            boxes = [tuple(float(v) for v in b) for b in masks_to_bboxes(masks).tolist()]
+        else:
+            areas, boxes = _areas_and_boxes(segmentation, [s["id"] for s in info])
+        stuff = set(self.stuff_classes or [])
+        segments = [Segment(s["id"], s["label_id"], self._label(s["label_id"]), s["score"], a, b,
+                            s["label_id"] not in stuff)
+                    for s, a, b in zip(info, areas, boxes, strict=True)]
+        return Prediction(task, segmentation.cpu(), segments, masks.cpu() if masks is not None else None,
+                          id2label=self.id2label)
+
+
+def _image_hw(image) -> tuple[int, int]:
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    if isinstance(image, Tensor):
+        return tuple(image.shape[-2:]) if image.ndim == 3 and image.shape[0] in (1, 3, 4) else tuple(image.shape[:2])
+    return tuple(image.shape[:2])
+
+
+def default_stuff_classes(num_labels: int) -> list[int] | None:
+    """COCO panoptic's contiguous ids put the 53 stuff classes after the 80 things."""
+    return list(range(COCO_PANOPTIC_THINGS, 133)) if num_labels == 133 else None
+
+
+def infer_task(processor: EomtImageProcessor | None, extra: dict[str, Any], source: str) -> str:
+    """Sliding-window processors mean semantic; otherwise a recorded task, then the checkpoint's name."""
+    if processor is not None and processor.do_split_image:
+        return "semantic"
+    for hint in (processor.extra.get("task") if processor else None, extra.get("task")):
+        if hint in TASKS:
+            return hint
+    name = os.path.basename(str(source).rstrip("/")).lower()
+    for task in ("semantic", "instance", "panoptic"):
+        if task in name:
+            return task
+    return "panoptic"
+
+
+def processor_for_task(processor: EomtImageProcessor, task: str, crop: int) -> EomtImageProcessor:
+    """The checkpoint's processor when it fits the task, else one set up for the task's inference mode."""
+    settings = processor.to_dict()
+    side = processor.size.get("shortest_edge", crop)
+    if task == "semantic" and not processor.do_split_image:
+        settings.update(size={"shortest_edge": side}, do_split_image=True, do_pad=False)
+    elif task != "semantic" and (processor.do_split_image or not processor.do_pad):
+        settings.update(size={"shortest_edge": side, "longest_edge": side}, do_split_image=False, do_pad=True)
+    else:
+        return processor
+    return EomtImageProcessor.from_dict(settings)

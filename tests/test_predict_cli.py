@@ -1,0 +1,152 @@
+"""`eomt predict`: result files per task, bad inputs reported while the rest completes, help texts."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+from helpers import save_task_model
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from eomt.cli import build_parser, main
+from eomt.formats import rgb_to_panoptic
+from eomt.predictor import Segmenter
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {task: save_task_model(root / f"tiny_{task}", task) for task in ("semantic", "instance", "panoptic")}
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy("examples/coffee.png", folder / "coffee.png")
+    Image.open("examples/chelsea.png").save(folder / "chelsea.jpg", quality=95)
+    return folder
+
+
+@pytest.mark.parametrize("task", ["semantic", "instance", "panoptic"])
+def test_writes_standard_files(models, images, tmp_path, task):
+    out = tmp_path / "out"
+    assert main(["predict", str(images), "--model", str(models[task]), "--out", str(out), "-q"]) == 0
+    expected = {"semantic": {"png"}, "instance": {"json"}, "panoptic": {"png", "json"}}[task]
+    for stem in ("coffee", "chelsea"):
+        assert {p.suffix[1:] for p in out.glob(f"{stem}.*")} == expected
+        overlay = Image.open(out / f"{stem}_overlay.jpg")
+        assert overlay.size == Image.open(next(images.glob(f"{stem}.*"))).size
+    reference = Segmenter.from_pretrained(models[task]).predict(str(images / "coffee.png"))
+    if task == "semantic":
+        assert np.array_equal(np.array(Image.open(out / "coffee.png")), reference.segmentation.numpy())
+    elif task == "panoptic":
+        ids = rgb_to_panoptic(Image.open(out / "coffee.png"))
+        assert np.array_equal(ids, reference.segmentation.numpy())
+        info = json.loads((out / "coffee.json").read_text())["segments_info"]
+        assert [s["category_id"] for s in info] == [s.label_id for s in reference.segments]
+    else:
+        results = json.loads((out / "coffee.json").read_text())
+        decoded = np.stack([mask_utils.decode(r["segmentation"]) for r in results]).astype(bool)
+        assert np.array_equal(decoded, reference.masks.numpy())
+        assert [r["score"] for r in results] == pytest.approx([s.score for s in reference.segments])
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(
+        b"IEND", b"")
+
+
+def test_bad_inputs_are_reported_and_the_rest_completes(models, images, tmp_path, capsys):
+    (images / "empty.jpg").write_bytes(b"")
+    buffer = io.BytesIO()
+    Image.open("examples/coffee.png").save(buffer, format="JPEG")
+    (images / "truncated.jpg").write_bytes(buffer.getvalue()[:3000])
+    (images / "notes.png").write_text("this is text, not a PNG\n")
+    Image.new("RGB", (1, 1)).save(images / "dot.png")
+    (images / "huge.png").write_bytes(_bomb_png(20000, 20000))
+    missing = tmp_path / "missing.jpg"
+    out = tmp_path / "out"
+    code = main(["predict", str(images), str(missing), "--model", str(models["panoptic"]), "--out", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1
+    reasons = {
+        "empty.jpg": "file is empty", "truncated.jpg": "truncated or corrupt", "notes.png": "not an image",
+        "dot.png": "too small", "huge.png": "too large", "missing.jpg": "no such file",
+    }
+    for name, reason in reasons.items():
+        line = next((ln for ln in err.splitlines() if name in ln), "")
+        assert reason in line, (name, err)
+    assert "segmented 2 image(s)" in err and "6 failed" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["coffee.png", "coffee.json", "coffee_overlay.jpg", "chelsea.png", "chelsea.json", "chelsea_overlay.jpg"])
+
+
+def test_a_failed_write_leaves_no_partial_files(models, images, tmp_path, monkeypatch, capsys):
+    import eomt.io_utils
+
+    real = eomt.io_utils.write_jpeg_atomic
+
+    def failing(path, *args, **kwargs):
+        if "coffee" in str(path):
+            raise OSError("disk full")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(eomt.io_utils, "write_jpeg_atomic", failing)
+    out = tmp_path / "out"
+    assert main(["predict", str(images), "--model", str(models["panoptic"]), "--out", str(out), "-q"]) == 1
+    assert "coffee.png: cannot write results (disk full)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.json", "chelsea.png", "chelsea_overlay.jpg"]
+
+
+def test_same_stem_in_two_formats_gets_two_names(models, images, tmp_path):
+    shutil.copy(images / "coffee.png", images / "chelsea.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(images), "--model", str(models["semantic"]), "--out", str(out), "-q"]) == 0
+    assert {"chelsea_jpg.png", "chelsea_png.png", "coffee.png"} <= {p.name for p in out.iterdir()}
+
+
+def test_default_model_without_network_says_how_to_pass_a_path(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "eomt", "predict", "examples/coffee.png", "-q",
+                             "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert "tue-mps/coco_panoptic_eomt_large_640" in line and "--model PATH" in line and "HF_HUB_OFFLINE" in line
+
+
+def test_help_is_complete(capsys):
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["predict", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--model", "--task", "--out", "--device", "--batch-size", "--threshold", "--dtype",
+                   "<stem>_overlay.jpg", "segments_info", "RLE"):
+        assert option in text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    top = capsys.readouterr().out
+    assert all(command in top for command in ("predict", "info", "convert"))
+
+
+def test_batch_size_does_not_change_results(models, images, tmp_path):
+    for batch in (1, 2):
+        assert main(["predict", str(images), "--model", str(models["panoptic"]), "--out",
+                     str(tmp_path / f"b{batch}"), "-q", "--batch-size", str(batch)]) == 0
+    for name in ("coffee.png", "chelsea.png"):
+        a = np.array(Image.open(tmp_path / "b1" / name))
+        b = np.array(Image.open(tmp_path / "b2" / name))
+        assert np.array_equal(a, b)

@@ -1,0 +1,78 @@
+"""Segmenter: task inference, batching, segments and COCO conversions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import save_task_model
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from eomt.formats import rgb_to_panoptic
+from eomt.predictor import Segmenter
+
+IMAGE = "examples/coffee.png"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {task: save_task_model(root / f"tiny_{task}", task) for task in ("semantic", "instance", "panoptic")}
+
+
+def test_task_comes_from_the_checkpoint(models):
+    assert Segmenter.from_pretrained(models["semantic"]).task == "semantic"  # sliding-window processor
+    assert Segmenter.from_pretrained(models["instance"]).task == "instance"  # the name says so
+    assert Segmenter.from_pretrained(models["panoptic"]).task == "panoptic"
+    assert Segmenter.from_pretrained(models["panoptic"], task="semantic").processor.do_split_image
+
+
+@pytest.mark.parametrize("task", ["semantic", "instance", "panoptic"])
+def test_segments_describe_the_segmentation(models, task):
+    result = Segmenter.from_pretrained(models[task], device="cpu").predict(IMAGE)
+    assert result.task == task and result.image_size == (400, 600)
+    assert result.segments, "the tiny model should find something"
+    for segment in result.segments:
+        if task == "instance":
+            mask = result.masks[result.segments.index(segment)]
+        else:
+            mask = result.segmentation == segment.id
+        assert segment.area == int(mask.sum())
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        assert segment.bbox == (float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
+                                float(ys.max() - ys.min() + 1))
+        assert segment.label == f"LABEL_{segment.label_id}"
+
+
+def test_batches_give_the_same_results_as_single_images(models):
+    segmenter = Segmenter.from_pretrained(models["panoptic"])
+    images = [IMAGE, "examples/chelsea.png", Image.open(IMAGE)]
+    one = segmenter.predict(images, batch_size=1)
+    three = segmenter.predict(images, batch_size=3)
+    for a, b in zip(one, three, strict=True):
+        assert torch.equal(a.segmentation, b.segmentation)
+        assert [(s.id, s.label_id) for s in a.segments] == [(s.id, s.label_id) for s in b.segments]
+
+
+def test_coco_panoptic_form_round_trips(models):
+    result = Segmenter.from_pretrained(models["panoptic"]).predict(IMAGE)
+    rgb, info = result.to_coco_panoptic()
+    assert rgb.shape == (400, 600, 3) and rgb.dtype == np.uint8
+    ids = rgb_to_panoptic(rgb, raw=True)
+    assert np.array_equal(ids, result.segmentation.numpy() + 1)
+    assert [s["id"] for s in info] == [s.id + 1 for s in result.segments]
+
+
+def test_coco_instance_form_decodes_to_the_masks(models):
+    result = Segmenter.from_pretrained(models["instance"]).predict(IMAGE)
+    coco = result.to_coco_instances(image_id=7)
+    assert len(coco) == len(result.segments)
+    for entry, mask in zip(coco, result.masks, strict=True):
+        assert entry["image_id"] == 7
+        assert np.array_equal(mask_utils.decode(entry["segmentation"]).astype(bool), mask.numpy())
+
+
+def test_bfloat16_runs(models):
+    result = Segmenter.from_pretrained(models["panoptic"], dtype="bfloat16").predict(IMAGE)
+    assert result.segmentation.shape == (400, 600)
