@@ -16,7 +16,6 @@ import torch.nn.functional as F
 import transformers
 from transformers.image_transforms import get_size_with_aspect_ratio
 
-from eomt.processing import postprocess
 from eomt.processing.postprocess import instance_segmentation, panoptic_segmentation, semantic_segmentation
 
 PADDED = {"shortest_edge": 128, "longest_edge": 128}
@@ -139,28 +138,14 @@ def test_semantic_without_windows_matches_transformers(target_sizes, size):
         _assert_semantic_equal(a, b.segmentation_scores)
 
 
-def test_semantic_fast_path_and_fallback(monkeypatch):
-    """Confident logits take the few-classes path; uncertain ones fall back to all classes; both match."""
-    channels = []
-    original = postprocess._semantic_scores
-
-    def spy(probs, weights, *args):
-        channels.append(weights[0].shape[1])
-        return original(probs, weights, *args)
-
-    monkeypatch.setattr(postprocess, "_semantic_scores", spy)
-    processor = transformers.EomtImageProcessor()
+def test_semantic_matches_transformers_on_uncertain_logits():
+    """Gaussian class logits: many classes compete at every pixel."""
     mask_logits, class_logits = make_logits(1, 40, 60, 32, 32, seed=5)
-    for logits, expect_fallback in ((class_logits, False), (torch.randn(class_logits.shape) * 0.5, True)):
-        channels.clear()
-        ours = semantic_segmentation(mask_logits, logits, [(150, 100)], PADDED)
-        theirs = processor.post_process_semantic_segmentation(
-            _outputs(mask_logits, logits), target_sizes=[(150, 100)], size=PADDED, return_segmentation_scores=True)
-        _assert_semantic_equal(ours[0], theirs[0].segmentation_scores)
-        if expect_fallback:
-            assert channels[-1] == 60
-        else:
-            assert len(channels) == 1 and channels[0] < 20
+    logits = torch.randn(class_logits.shape) * 0.5
+    ours = semantic_segmentation(mask_logits, logits, [(150, 100)], PADDED)
+    theirs = transformers.EomtImageProcessor().post_process_semantic_segmentation(
+        _outputs(mask_logits, logits), target_sizes=[(150, 100)], size=PADDED, return_segmentation_scores=True)
+    _assert_semantic_equal(ours[0], theirs[0].segmentation_scores)
 
 
 # -------------------------------------------------------------------------------------- panoptic
@@ -289,6 +274,17 @@ def test_half_precision_logits_are_accepted():
     mask_logits, class_logits = make_logits(1, 16, 8, 32, 32)
     ours = panoptic_segmentation(mask_logits.half(), class_logits.half(), [(40, 50)], PADDED)
     assert ours[0]["segmentation"].shape == (40, 50)
+
+
+def test_inputs_are_not_modified_even_at_network_resolution():
+    mask_logits, class_logits = make_logits(2, 16, 8, 32, 32)
+    before = mask_logits.clone(), class_logits.clone()
+    size, targets = {"shortest_edge": 32, "longest_edge": 32}, [(32, 32), (32, 32)]
+    semantic_segmentation(mask_logits, class_logits, targets, size)
+    panoptic_segmentation(mask_logits, class_logits, targets, size, threshold=0.0)
+    instance_segmentation(mask_logits, class_logits, targets, size, threshold=0.0)
+    instance_segmentation(mask_logits, class_logits, targets, size, mode="topk")
+    assert torch.equal(mask_logits, before[0]) and torch.equal(class_logits, before[1])
 
 
 # ------------------------------------------------------------------------------------ validation

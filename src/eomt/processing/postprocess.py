@@ -1,9 +1,9 @@
 """Post-processing of EoMT outputs into semantic, panoptic and instance segmentations.
 
 Plain functions over the model's `masks_queries_logits` (B, Q, h, w) and `class_queries_logits`
-(B, Q, K + 1; the last class is "no object"). Everything is computed on the logits' device; float16
-and bfloat16 logits are upcast to float32 first (the logits are small; the large tensors are made
-from them).
+(B, Q, K + 1; the last class is "no object"). Everything is computed on the logits' device, without
+gradients; float16 and bfloat16 logits are upcast to float32 first (the logits are small; the large
+tensors are made from them). The inputs are never modified.
 
 The rules are those of transformers 5.x `EomtImageProcessor.post_process_*_segmentation`, and the
 results are the same (segment maps equal, scores within float rounding), but the work is done
@@ -11,9 +11,8 @@ differently:
 
 - panoptic and instance segmentation select the queries first (from the class probabilities,
   which is exact: an instance score is at most its class probability) and only upsample those;
-- semantic segmentation first computes the per-pixel scores of the few classes that can win plus
-  one "bound" channel that dominates every other class everywhere, and falls back to all classes
-  only where that bound does not prove the argmax (see `semantic_segmentation`);
+- semantic segmentation sums windows as matrix products (classes x queries @ queries x pixels)
+  straight into the canvas, in place where it can;
 - bilinear resizes to the size a tensor already has are skipped (they are the identity);
 - the panoptic validity checks are tensor reductions over the argmax map, not one pass per query.
 
@@ -33,16 +32,6 @@ import torch.nn.functional as F
 from eomt.processing.sizes import resized_size, size_pair
 
 __all__ = ["instance_segmentation", "panoptic_segmentation", "semantic_segmentation"]
-
-# Candidate classes for the semantic fast path, tried in turn: with strength(q, c) = class
-# probability x the query's largest mask probability, a class is computed exactly when some query
-# gives it a strength >= level, or when it is the top class of a query whose top strength is
-# >= level / 10. Only speed depends on these; the result is always verified (`semantic_segmentation`).
-_SEMANTIC_CANDIDATE_LEVELS = (0.05, 0.005)
-# Relative margin by which the best computed class must beat the bound channel: covers float
-# rounding of sums of at most a few hundred non-negative terms (about 1e-5 relative).
-_SEMANTIC_MARGIN = 1e-4
-
 
 # --------------------------------------------------------------------------------------- helpers
 
@@ -154,96 +143,7 @@ def _semantic_scores(
     return _resize(scores[None], target)[0]
 
 
-def _source_rows(in_size: int, out_size: int, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bilinear (align_corners=False) source rows h0, h1 and weight of h1 of output `rows`, as PyTorch computes them."""
-    if in_size == out_size:
-        return rows, rows, torch.zeros(rows.shape, device=rows.device)
-    scale = torch.tensor(in_size, dtype=torch.float32, device=rows.device) / out_size
-    source = (scale * (rows.float() + 0.5) - 0.5).clamp(min=0)
-    low = source.long().clamp(max=in_size - 1)
-    return low, (low + 1).clamp(max=in_size - 1), (source - low.float()).clamp(0, 1)
-
-
-def _semantic_rows(
-    probs: list[torch.Tensor],
-    class_probs: list[torch.Tensor],
-    placement: list[tuple[int, int]] | None,
-    axis: int,
-    canvas_hw: tuple[int, int],
-    target: tuple[int, int],
-    rows: torch.Tensor,
-) -> torch.Tensor | None:
-    """Scores of all classes (K, len(rows), W) on some target rows only; None when that needs most canvas rows.
-
-    Computes the canvas rows those target rows are interpolated from, resizes them along the width
-    with `F.interpolate` and combines them along the height with PyTorch's bilinear weights.
-    """
-    canvas_h, canvas_w = canvas_hw
-    low, high, weight = _source_rows(canvas_h, target[0], rows)
-    needed = torch.unique(torch.cat([low, high]))
-    if 2 * needed.numel() > canvas_h:
-        return None
-    count = needed.numel()
-    channels = class_probs[0].shape[1]
-    if placement is None:
-        (p,), (w,) = probs, class_probs
-        band = (w.T @ p[:, needed].flatten(1)).view(channels, count, canvas_w)
-    else:
-        band = torch.zeros((channels, count, canvas_w), device=probs[0].device, dtype=probs[0].dtype)
-        covered = torch.zeros((count, canvas_w), device=probs[0].device, dtype=probs[0].dtype)
-        for p, w, (start, end) in zip(probs, class_probs, placement, strict=True):
-            if axis == 0:  # windows stacked along the height: a window covers some of the needed rows
-                inside = (needed >= start) & (needed < end)
-                window = (w.T @ p[:, needed[inside] - start].flatten(1)).view(channels, -1, canvas_w)
-                band[:, inside] += window
-                covered[inside] += 1
-            else:  # windows side by side: every window covers every row, on its columns
-                window = (w.T @ p[:, needed].flatten(1)).view(channels, count, end - start)
-                band[:, :, start:end] += window
-                covered[:, start:end] += 1
-        band = band / covered.clamp(min=1)
-    band = _resize(band[None], (count, target[1]))[0]
-    weight = weight[None, :, None]
-    return (1 - weight) * band[:, torch.searchsorted(needed, low)] + weight * band[:, torch.searchsorted(needed, high)]
-
-
-def _semantic_one(
-    probs: list[torch.Tensor],
-    class_probs: list[torch.Tensor],
-    max_probs: list[torch.Tensor],
-    placement: list[tuple[int, int]] | None,
-    axis: int,
-    canvas_hw: tuple[int, int],
-    target: tuple[int, int],
-) -> torch.Tensor:
-    """Argmax map of one image, computing the scores of few classes where that provably suffices."""
-    num_classes = class_probs[0].shape[1]
-    # strength (rows = queries of all windows, K): class prob x the query's largest mask prob
-    strength = torch.cat([cp * mp[:, None] for cp, mp in zip(class_probs, max_probs, strict=True)])
-    top_strength, top_class = strength.max(1)
-    best_strength = strength.amax(0)
-    for level in _SEMANTIC_CANDIDATE_LEVELS:
-        chosen = best_strength >= level
-        chosen[top_class[top_strength >= level / 10]] = True
-        candidates = chosen.nonzero().flatten()
-        if candidates.numel() == 0 or 2 * candidates.numel() > num_classes:
-            continue
-        # bound channel: per query the largest probability among the other classes. Everything
-        # downstream is linear with non-negative weights, so its score bounds every other class's.
-        weights = [torch.cat([cp[:, candidates], cp[:, ~chosen].amax(1, keepdim=True)], 1) for cp in class_probs]
-        scores = _semantic_scores(probs, weights, placement, axis, canvas_hw, target)
-        best, index = scores[:-1].max(0)
-        unproven = (best <= scores[-1] * (1 + _SEMANTIC_MARGIN)).any(1).nonzero().flatten()
-        result = candidates[index]
-        if unproven.numel() == 0:
-            return result
-        rows = _semantic_rows(probs, class_probs, placement, axis, canvas_hw, target, unproven)
-        if rows is not None:  # all classes on the unproven rows only
-            result[unproven] = rows.argmax(0)
-            return result
-    return _semantic_scores(probs, class_probs, placement, axis, canvas_hw, target).argmax(0)
-
-
+@torch.no_grad()
 def semantic_segmentation(
     mask_logits: torch.Tensor,
     class_logits: torch.Tensor,
@@ -262,15 +162,7 @@ def semantic_segmentation(
     resized to the target size; `target_sizes` then has one entry per image index. Without
     `patch_offsets`, each row's scores are resized straight to its target size.
 
-    With `return_scores`, each item is (map, scores (K, H, W)); the scores of all classes are then
-    computed. Otherwise only the classes that can win are: a class is computed when, for some
-    query, its probability x the query's largest mask probability reaches 0.05 (then 0.005), or
-    when it is the top class of a query whose such product reaches a tenth of that; and one more
-    channel, whose per-query weight is the largest probability among the other classes,
-    bounds the score of every other class at every pixel. Where the best computed class beats that
-    bound by a relative 1e-4 (more than float rounding) the argmax is proven; the image rows where
-    it is not get the scores of all classes (or the whole image does, when those rows need more
-    than half of the canvas rows). Maps equal transformers' up to exact ties between classes.
+    With `return_scores`, each item is (map, scores (K, H, W)).
     """
     mask_logits, class_logits = _check_logits(mask_logits, class_logits)
     batch = mask_logits.shape[0]
@@ -309,22 +201,24 @@ def semantic_segmentation(
 
     results: list = []
     for (rows, placement, axis, canvas_hw), target in zip(plans, sizes, strict=True):
-        probs = [_resize(mask_logits[row][None], window_hw)[0].sigmoid_() for row in rows]
+        if not rows:  # an image with no window: all scores are 0, as in transformers
+            scores = torch.zeros((class_probs.shape[-1], *target), device=mask_logits.device, dtype=class_probs.dtype)
+            results.append((scores.argmax(0), scores) if return_scores else scores.argmax(0))
+            continue
+        # in place unless the logits are already at the window size (the resize is then a view of them)
+        in_place = tuple(mask_logits.shape[-2:]) != tuple(window_hw)
+        probs = [_resize(mask_logits[row][None], window_hw)[0] for row in rows]
+        probs = [p.sigmoid_() if in_place else p.sigmoid() for p in probs]
         weights = [class_probs[row] for row in rows]
-        if return_scores:
-            scores = _semantic_scores(probs, weights, placement, axis, canvas_hw, target)
-            results.append((scores.argmax(0), scores))
-        elif not rows:  # an image with no window: all scores are 0, as in transformers
-            results.append(torch.zeros(target, dtype=torch.long, device=mask_logits.device))
-        else:
-            max_probs = [mask_logits[row].amax((-2, -1)).sigmoid() for row in rows]
-            results.append(_semantic_one(probs, weights, max_probs, placement, axis, canvas_hw, target))
+        scores = _semantic_scores(probs, weights, placement, axis, canvas_hw, target)
+        results.append((scores.argmax(0), scores) if return_scores else scores.argmax(0))
     return results
 
 
 # -------------------------------------------------------------------------------------- panoptic
 
 
+@torch.no_grad()
 def panoptic_segmentation(
     mask_logits: torch.Tensor,
     class_logits: torch.Tensor,
@@ -406,6 +300,7 @@ def _mask_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return masks, mean
 
 
+@torch.no_grad()
 def instance_segmentation(
     mask_logits: torch.Tensor,
     class_logits: torch.Tensor,
