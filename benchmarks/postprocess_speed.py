@@ -5,9 +5,8 @@ Tasks (batch 1, 200 queries, mask logits at 1/4 of the network input):
 - semantic: a 640x960 image at size {"shortest_edge": 640} (resized 640x960 -> 2 sliding windows
   of 640x640, so the logits batch is 2), 150 classes; confident queries tile the image;
 - semantic-gaps: the same, but the confident queries lie on random rectangles, so that parts of the
-  image are covered only by no-object queries (our few-class path must add all classes on those rows);
-- semantic-uncertain: Gaussian class and mask logits, which defeat the few-class path (its worst
-  case: all classes are computed);
+  image are covered only by no-object queries;
+- semantic-uncertain: Gaussian class and mask logits;
 - panoptic and instance (threshold mode): a 480x640 image padded to 640x640, 133 classes.
 
 The logits are synthetic but shaped like a trained model's: 30 confident object queries (one class
