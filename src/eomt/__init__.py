@@ -18,3 +18,16 @@ __all__ = [
     "ImageError",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """Heavier entry points, imported on first use."""
+    if name in ("evaluate", "evaluate_predictions"):
+        from .evaluation import runner
+
+        return getattr(runner, name)
+    if name == "Segmenter":
+        from .predictor import Segmenter
+
+        return Segmenter
+    raise AttributeError(f"module 'eomt' has no attribute {name!r}")

@@ -99,6 +99,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a model on a dataset, or score prediction files that already exist."""
+    from .evaluation.report import format_table
+    from .evaluation.runner import evaluate, evaluate_predictions
+
+    if args.predictions:
+        result = evaluate_predictions(args.predictions, args.data, args.dataset, task=args.task, split=args.split)
+        if args.out:
+            from .io_utils import write_json_atomic
+
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            write_json_atomic(Path(args.out) / "metrics.json", result)
+    else:
+        try:
+            result = evaluate(args.model, args.data, args.dataset, task=args.task, split=args.split,
+                              batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
+                              limit=args.limit, progress=not args.quiet)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (--model PATH)") from None
+    print(format_table(result, per_class=args.per_class))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eomt", description="EoMT: Encoder-only Mask Transformer segmentation models.")
@@ -146,6 +169,32 @@ def build_parser() -> argparse.ArgumentParser:
                          help="minimum segment score for instance / panoptic (default: 0.8)")
     predict.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
+
+    from .data.registry import DATASET_KINDS
+
+    evaluation = sub.add_parser(
+        "eval", help="compute mIoU / PQ / mask AP on a dataset",
+        description="Run a model over a dataset and print the task's metrics (semantic: mIoU; panoptic: PQ, SQ, RQ "
+                    "for all / things / stuff; instance: COCO mask AP with pycocotools). With --predictions, score "
+                    "prediction files that already exist (as written by `eomt eval --out` or `eomt predict`, "
+                    "dataset category ids in JSON files) without a model. Dataset folders or the original zip "
+                    "archives both work.")
+    source = evaluation.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", "-m", help="hub id, transformers-format directory or checkpoint file")
+    source.add_argument("--predictions", "-p", metavar="DIR", help="score the prediction files in DIR")
+    evaluation.add_argument("--data", required=True, metavar="PATH", help="dataset root (folder or zip archives)")
+    evaluation.add_argument("--dataset", required=True, choices=DATASET_KINDS, help="dataset layout")
+    evaluation.add_argument("--task", "-t", choices=["semantic", "instance", "panoptic"],
+                            help="default: the dataset's task")
+    evaluation.add_argument("--split", default="val", help="dataset split (default: val)")
+    evaluation.add_argument("--out", "-o", help="write metrics.json (and, with --model, the prediction files) here")
+    evaluation.add_argument("--device", "-d", help="cpu, cuda, ... (default: cuda when available)")
+    evaluation.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32")
+    evaluation.add_argument("--batch-size", "-b", type=int, default=1, help="images per forward pass (default: 1)")
+    evaluation.add_argument("--limit", type=int, help="evaluate the first N images only")
+    evaluation.add_argument("--per-class", action="store_true", help="also print the per-class metric")
+    evaluation.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    evaluation.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -153,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CheckpointError, ConfigError, FileNotFoundError) as exc:
+    except (CheckpointError, ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"eomt {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -60,8 +60,12 @@ def output_stems(paths: list[Path]) -> dict[Path, str]:
     return {p: p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in paths}
 
 
-def write_result(result, image: Image.Image, stem: str, out_dir: Path, source: Path) -> list[Path]:
-    """Write one image's files; on failure, remove what was written for it and re-raise."""
+def write_result(result, image: Image.Image, stem: str, out_dir: Path, source: Path,
+                 label_to_category: dict[int, int] | None = None) -> list[Path]:
+    """Write one image's files; on failure, remove what was written for it and re-raise.
+
+    `label_to_category` maps the model's contiguous label ids to dataset category ids in JSON files.
+    """
     from .io_utils import write_jpeg_atomic, write_json_atomic, write_png_atomic
 
     written: list[Path] = []
@@ -69,13 +73,14 @@ def write_result(result, image: Image.Image, stem: str, out_dir: Path, source: P
         if result.task == "semantic":
             written.append(write_png_atomic(out_dir / f"{stem}.png", result.segmentation.numpy()))
         elif result.task == "panoptic":
-            rgb, info = result.to_coco_panoptic()
+            rgb, info = result.to_coco_panoptic(label_to_category)
             written.append(write_png_atomic(out_dir / f"{stem}.png", rgb))
             written.append(write_json_atomic(out_dir / f"{stem}.json", {
                 "file_name": f"{stem}.png", "image": str(source), "segments_info": info,
                 "labels": {str(s.label_id): s.label for s in result.segments}}))
         else:
-            written.append(write_json_atomic(out_dir / f"{stem}.json", result.to_coco_instances(stem)))
+            written.append(write_json_atomic(out_dir / f"{stem}.json",
+                                             result.to_coco_instances(stem, label_to_category)))
         written.append(write_jpeg_atomic(out_dir / f"{stem}_overlay.jpg", result.overlay(image)))
     except BaseException:
         for path in written:

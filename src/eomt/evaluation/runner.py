@@ -1,0 +1,173 @@
+"""`evaluate`: run a model over a dataset and score it; `evaluate_predictions`: score files already written.
+
+Both return a plain dict: {"task", "dataset", "split", "num_images", "class_names", "metrics"}.
+Predictions are written (with `out`) in the files `eomt predict` writes, with dataset category ids in
+the JSON files (the COCO convention), so `evaluate_predictions` reads them back to the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data import DatasetError, open_dataset
+from .metrics import InstanceMetric, PanopticMetric, SemanticMetric
+
+
+def make_metric(task: str, info):
+    num_classes = len(info.class_names)
+    if task == "semantic":
+        return SemanticMetric(num_classes, ignore_index=info.ignore_index)
+    if task == "panoptic":
+        return PanopticMetric(num_classes, info.thing_classes)
+    return InstanceMetric(list(info.class_names), category_ids=info.category_ids)
+
+
+def update_metric(metric, task: str, index: int, sample, prediction: dict[str, Any]) -> None:
+    """Add image `index`: `prediction` holds "segmentation" (+ "segments_info"), or instance fields
+    ("masks": (M, H, W) bool or a list of RLEs, "labels", "scores")."""
+    if task == "semantic":
+        metric.update(prediction["segmentation"], sample.semantic_map())
+    elif task == "panoptic":
+        gt_map, gt_segments = sample.panoptic_map()
+        metric.update(prediction["segmentation"], prediction["segments_info"], gt_map, gt_segments)
+    else:
+        metric.update(index, sample.masks, sample.labels, sample.iscrowd, prediction["masks"],
+                      prediction["labels"], prediction["scores"], image_size=(sample.height, sample.width))
+
+
+def _check_size(sample, segmentation: torch.Tensor, where: str) -> None:
+    expected = (sample.image.height, sample.image.width)
+    if tuple(segmentation.shape[-2:]) != expected:
+        raise DatasetError(f"{where}: prediction is {tuple(segmentation.shape[-2:])}, the image is {expected}")
+
+
+def _result(task: str, dataset, split: str, count: int, metrics: dict) -> dict[str, Any]:
+    return {"task": task, "dataset": dataset.info.name, "split": split, "num_images": count,
+            "class_names": list(dataset.info.class_names), "metrics": metrics}
+
+
+def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = None, split: str = "val",
+             batch_size: int = 1, device: str | None = None, dtype: str | None = None,
+             out: str | os.PathLike | None = None, limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Segment every image of a dataset with `model` (a source or a Segmenter) and compute the task's metric.
+
+    Instance segmentation uses the authors' top-100 mode (no threshold), which AP needs.
+    """
+    from tqdm import tqdm
+
+    from ..io_utils import write_json_atomic
+    from ..predict_job import write_result
+    from ..predictor import Segmenter
+
+    ds = open_dataset(dataset, data, split)
+    task = task or ds.info.task
+    segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
+        model, device=device, dtype=dtype, task=task)
+    metric = make_metric(task, ds.info)
+    count = len(ds) if limit is None else min(limit, len(ds))
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    post = {"mode": "topk"} if task == "instance" else {}
+    category = dict(enumerate(ds.info.category_ids)) if ds.info.category_ids else None
+    with tqdm(total=count, unit="img", desc=f"eomt eval ({task})", disable=not progress, file=sys.stderr) as bar:
+        for start in range(0, count, batch_size):
+            indices = range(start, min(start + batch_size, count))
+            samples = [ds[i] for i in indices]
+            results = segmenter.predict([s.image for s in samples], task=task, batch_size=len(samples), **post)
+            for index, sample, result in zip(indices, samples, results, strict=True):
+                update_metric(metric, task, index, sample, _from_prediction(result))
+                if out_dir is not None:
+                    write_result(result, sample.image, Path(sample.file_name).stem, out_dir,
+                                 Path(sample.file_name), label_to_category=category)
+            bar.update(len(samples))
+    metric.sync()
+    result = _result(task, ds, split, count, metric.compute())
+    if out_dir is not None:
+        write_json_atomic(out_dir / "metrics.json", result)
+    return result
+
+
+def _from_prediction(result) -> dict[str, Any]:
+    if result.task == "semantic":
+        return {"segmentation": result.segmentation}
+    if result.task == "panoptic":
+        return {"segmentation": result.segmentation,
+                "segments_info": [{"id": s.id, "label_id": s.label_id} for s in result.segments]}
+    return {"masks": result.masks, "labels": torch.tensor([s.label_id for s in result.segments], dtype=torch.long),
+            "scores": torch.tensor([s.score for s in result.segments], dtype=torch.float32)}
+
+
+# ---- scoring prediction files ----------------------------------------------------------------
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read prediction file ({exc})") from None
+
+
+def _read_prediction(task: str, directory: Path, stem: str, to_contiguous) -> dict[str, Any]:
+    from ..formats import rgb_to_panoptic
+
+    png, js = directory / f"{stem}.png", directory / f"{stem}.json"
+    if task == "semantic":
+        return {"segmentation": torch.from_numpy(np.array(Image.open(png)).astype(np.int64))}
+    if task == "panoptic":
+        info = _read_json(js)
+        segments = info.get("segments_info") if isinstance(info, dict) else None
+        if segments is None:
+            raise DatasetError(f"{js}: no 'segments_info' field")
+        ids = torch.from_numpy(rgb_to_panoptic(Image.open(png), raw=True).astype(np.int64))
+        try:
+            segments = [{"id": int(s["id"]), "label_id": to_contiguous(int(s["category_id"]))} for s in segments]
+        except KeyError as exc:
+            raise DatasetError(f"{js}: a segment lacks field {exc.args[0]!r}") from None
+        return {"segmentation": ids, "segments_info": segments}
+    entries = _read_json(js)
+    if not isinstance(entries, list):
+        raise DatasetError(f"{js}: expected a list of COCO results")
+    try:
+        return {"masks": [e["segmentation"] for e in entries],
+                "labels": torch.tensor([to_contiguous(int(e["category_id"])) for e in entries], dtype=torch.long),
+                "scores": torch.tensor([float(e["score"]) for e in entries], dtype=torch.float32)}
+    except KeyError as exc:
+        raise DatasetError(f"{js}: a result lacks field {exc.args[0]!r}") from None
+
+
+def evaluate_predictions(predictions: str | os.PathLike, data: str | os.PathLike, dataset: str,
+                         task: str | None = None, split: str = "val") -> dict[str, Any]:
+    """Score prediction files (as `eomt predict` / `eomt eval --out` write them) against a dataset."""
+    directory = Path(predictions)
+    if not directory.is_dir():
+        raise DatasetError(f"{directory}: predictions directory does not exist")
+    ds = open_dataset(dataset, data, split)
+    task = task or ds.info.task
+    metric = make_metric(task, ds.info)
+    stems = {Path(ds.file_name(i)).stem: i for i in range(len(ds))}
+    suffix = ".json" if task == "instance" else ".png"
+    files = sorted(p for p in directory.glob(f"*{suffix}") if not p.name.startswith(".") and p.name != "metrics.json")
+    strangers = [p for p in files if p.stem not in stems]
+    if strangers:
+        raise DatasetError(f"{strangers[0]}: prediction for an image that is not in the {ds.info.name} {split} set"
+                           + (f" ({len(strangers) - 1} more)" if len(strangers) > 1 else ""))
+    if not files:
+        raise DatasetError(f"{directory}: no {suffix} prediction files for {ds.info.name} {split}")
+    for path in files:
+        index = stems[path.stem]
+        sample = ds[index]
+        prediction = _read_prediction(task, directory, path.stem, ds.info.to_contiguous)
+        if "segmentation" in prediction:
+            _check_size(sample, prediction["segmentation"], str(path))
+        update_metric(metric, task, index, sample, prediction)
+    metric.sync()
+    return _result(task, ds, split, len(files), metric.compute())
