@@ -128,7 +128,8 @@ class Segmenter:
             processor = EomtImageProcessor()
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or torch.float32)
-        return cls(model.to(device=device, dtype=dtype), processor, task)
+        stuff = processor.extra.get("stuff_classes")  # written by `eomt train`
+        return cls(model.to(device=device, dtype=dtype), processor, task, stuff_classes=stuff)
 
     @property
     def device(self) -> torch.device:

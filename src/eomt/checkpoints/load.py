@@ -76,8 +76,14 @@ def load_checkpoint_file(path: Path, **overrides: Any) -> tuple[EomtConfig, dict
     raise CheckpointError(f"{path}: not an EoMT checkpoint (no 'network.*' or 'class_predictor.*' tensors)")
 
 
-def load_model(source: str | os.PathLike, **overrides: Any):
-    """Build the model for `source` and load its weights strictly; returned in eval mode on CPU."""
+CLASS_HEAD = ("class_predictor.weight", "class_predictor.bias", "criterion.empty_weight")
+
+
+def load_model(source: str | os.PathLike, reinit_class_head: bool = False, **overrides: Any):
+    """Build the model for `source` and load its weights strictly; returned in eval mode on CPU.
+
+    With `reinit_class_head`, the class head of the file is dropped and the model keeps a fresh one.
+    """
     from ..modeling.eomt import EomtForUniversalSegmentation
 
     path = Path(source)
@@ -91,5 +97,8 @@ def load_model(source: str | os.PathLike, **overrides: Any):
             raise CheckpointError(str(exc)) from None
         state_dict = from_transformers(_read_weights(resolve_weights(source)), config)
     model = EomtForUniversalSegmentation(config)
+    if reinit_class_head:
+        fresh = model.state_dict()
+        state_dict = {k: (fresh[k] if k in CLASS_HEAD else v) for k, v in state_dict.items()}
     load_strict(model, state_dict, str(source))
     return model.eval()

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config import EomtConfig
 from .embeddings import Embeddings, RopeEmbeddings
@@ -67,6 +68,7 @@ class EomtForUniversalSegmentation(nn.Module):
         self.criterion = EomtLoss(config)
         self.register_buffer("attn_mask_probs", torch.ones(config.num_blocks))
         self.first_query_block = config.num_hidden_layers - config.num_blocks
+        self.gradient_checkpointing = False  # recompute blocks in backward to save activation memory
         self.reset_parameters()
 
     @torch.no_grad()
@@ -95,11 +97,16 @@ class EomtForUniversalSegmentation(nn.Module):
         return self.class_predictor.weight.dtype
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike, **config_overrides: Any) -> EomtForUniversalSegmentation:
-        """Load from a hub id, a transformers-format directory or an authors' checkpoint file."""
+    def from_pretrained(cls, source: str | os.PathLike, reinit_class_head: bool = False,
+                        **config_overrides: Any) -> EomtForUniversalSegmentation:
+        """Load from a hub id, a transformers-format directory or an authors' checkpoint file.
+
+        `reinit_class_head=True` (with e.g. `num_labels=K`) keeps everything but the class head,
+        which is freshly initialised: fine-tuning on a dataset with other classes.
+        """
         from ..checkpoints.load import load_model
 
-        return load_model(source, **config_overrides)
+        return load_model(source, reinit_class_head=reinit_class_head, **config_overrides)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json + model.safetensors in the layout transformers reads."""
@@ -168,7 +175,10 @@ class EomtForUniversalSegmentation(nn.Module):
                 levels.append((mask_logits, class_logits))
                 prob = probs[i - self.first_query_block]
                 attn_mask = self._attention_mask(mask_logits, prob, grid, x.shape[1])
-            x = block(x, attn_mask, rope)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, attn_mask, rope, use_reentrant=False)
+            else:
+                x = block(x, attn_mask, rope)
             if hidden_states is not None:
                 hidden_states.append(x)
 

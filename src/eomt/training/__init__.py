@@ -1,0 +1,1 @@
+"""Training and fine-tuning with the EoMT recipe."""

@@ -1,0 +1,304 @@
+"""The training loop: Lightning Fabric for devices, precision and DDP; the EoMT recipe in plain code.
+
+Per optimiser step: set the masked-attention probabilities of the annealing schedule, set every
+group's learning rate (layer-wise decay x two-stage warmup + poly), forward with targets (the model
+returns the deep-supervised loss), backward, clip, step. Checkpoints hold everything needed to
+resume exactly: weights, optimiser, step, epoch, position in the epoch and RNG states.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..config import EomtConfig
+from ..data import open_dataset
+from ..modeling.eomt import EomtForUniversalSegmentation
+from .recipe import Recipe, TrainingError
+from .schedules import WarmupPoly, annealing_probabilities, annealing_windows, param_groups, set_learning_rates
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, sharded across processes, that can start mid-epoch (exact resume)."""
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world = size, seed, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def per_rank(self) -> int:
+        return self.size // self.world
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        mine = order[self.rank: self.per_rank() * self.world: self.world]
+        return iter(mine[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank() - self.start
+
+
+def build_model(recipe: Recipe, num_labels: int, id2label: dict[int, str]) -> EomtForUniversalSegmentation:
+    spec = recipe.model
+    overrides = {**spec.config, "num_labels": num_labels, "id2label": id2label}
+    if spec.pretrained:
+        model = EomtForUniversalSegmentation.from_pretrained(spec.pretrained, reinit_class_head=True, **overrides)
+        return model.train()
+    config = EomtConfig(**overrides)
+    if spec.backbone:
+        from ..checkpoints.backbone_init import build_from_backbone
+
+        return build_from_backbone(config, spec.backbone).train()
+    return EomtForUniversalSegmentation(config).train()
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Runs one recipe; `fit()` trains (resuming from `out/last.ckpt` when asked) and returns a summary."""
+
+    def __init__(self, recipe: Recipe, progress: bool = True) -> None:
+        from lightning_fabric import Fabric
+        from lightning_fabric.loggers import CSVLogger
+
+        self.recipe = recipe
+        t = recipe.train
+        self.out = Path(t.out)
+        loggers = [CSVLogger(str(self.out), name="logs", version="")]
+        tensorboard = _tensorboard_logger(self.out)
+        if tensorboard is not None:
+            loggers.append(tensorboard)
+        self.fabric = Fabric(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+                             strategy=t.strategy, precision=t.precision, loggers=loggers)
+        self.progress = progress
+        self.wandb = None
+
+    # ---- setup ---------------------------------------------------------------------------------
+
+    def _data(self):
+        from .augment import AugmentConfig, TrainTransform
+        from .data import TrainingDataset, collate
+
+        d = self.recipe.data
+        if not d.path:
+            raise TrainingError("no data path: pass --data PATH or set data.path in the recipe")
+        train = open_dataset(d.dataset, d.path, d.train_split)
+        if len(train) == 0:
+            raise TrainingError(f"{d.path}: the {d.train_split} split holds no images")
+        transform = TrainTransform(AugmentConfig(crop_size=d.crop_size, scale_range=tuple(d.scale_range),
+                                                 photometric=d.photometric))
+        dataset = TrainingDataset(train, transform, train.info.num_classes, seed=self.recipe.train.seed)
+        sampler = EpochSampler(len(dataset), self.recipe.train.seed, self.fabric.global_rank, self.fabric.world_size)
+        if sampler.per_rank() < self.recipe.train.batch_size:
+            raise TrainingError(f"{d.path}: {len(dataset)} training images are fewer than one batch per process")
+        loader = DataLoader(dataset, batch_size=self.recipe.train.batch_size, sampler=sampler, collate_fn=collate,
+                            num_workers=d.num_workers, drop_last=True, pin_memory=torch.cuda.is_available(),
+                            persistent_workers=False)
+        return train, dataset, sampler, loader
+
+    def _validation(self):
+        d = self.recipe.data
+        try:
+            return open_dataset(d.dataset, d.path, d.val_split)
+        except ValueError:
+            return None
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    def _save(self, name: str, state: dict[str, Any]) -> Path:
+        """Write through a temporary name, then rename: an interrupted write never replaces a good file."""
+        path = self.out / name
+        tmp = self.out / f".{name}.tmp"
+        self.fabric.save(tmp, {**state, "rng": _rng_state()})
+        if self.fabric.is_global_zero:
+            os.replace(tmp, path)
+        self.fabric.barrier()
+        return path
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False, stop_at: int | None = None) -> dict[str, Any]:
+        """Train; `resume` continues from out/last.ckpt; `stop_at` stops after that many steps (the schedule
+        stays that of the whole run), as an interruption would."""
+        fabric, r, t = self.fabric, self.recipe, self.recipe.train
+        fabric.launch()
+        fabric.seed_everything(t.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+        train_set, dataset, sampler, loader = self._data()
+        info = train_set.info
+        model = build_model(r, info.num_classes, dict(enumerate(info.class_names)))
+        model.gradient_checkpointing = t.activation_checkpointing
+        groups = param_groups(model, t.weight_decay, t.layer_decay, t.freeze_backbone)
+        optimizer = torch.optim.AdamW(groups, lr=t.lr)
+        forward_model = torch.compile(model) if t.compile else model
+        wrapped, optimizer = fabric.setup(forward_model, optimizer)
+
+        steps_per_epoch = len(sampler) // t.batch_size // t.accumulate
+        total = t.max_steps or max(1, math.floor(t.epochs * steps_per_epoch))
+        starts, ends = (t.annealing_starts, t.annealing_ends) if t.annealing_starts is not None else (
+            annealing_windows(total, model.config.num_blocks))
+        if len(starts) != model.config.num_blocks:
+            raise TrainingError(f"train.annealing_starts has {len(starts)} entries, the model has "
+                                f"{model.config.num_blocks} query blocks")
+        schedule = WarmupPoly(total, t.warmup, t.backbone_warmup, t.poly_power)
+
+        state: dict[str, Any] = {"model": model, "optimizer": optimizer, "step": 0, "epoch": 0, "batch": 0,
+                                 "best": None, "recipe": r.to_dict()}
+        last = self.out / "last.ckpt"
+        if resume and last.exists():
+            remainder = fabric.load(last, state)
+            _set_rng_state(remainder["rng"])
+        fabric.print(f"training {r.name}: {total} steps, {steps_per_epoch} per epoch, global batch "
+                     f"{t.batch_size * fabric.world_size * t.accumulate}, annealing starts {starts} ends {ends}")
+        history = self._loop(wrapped, model, optimizer, loader, sampler, dataset, state, stop_at or total,
+                             schedule, starts, ends)
+        if state["step"] < total:
+            return {"steps": state["step"], "final": None, "best": state["best"], "history": history}
+        model.attn_mask_probs.zero_()
+        final = self.out / "final"
+        if fabric.is_global_zero:
+            self._export(model, final, info)
+        fabric.barrier()
+        return {"steps": state["step"], "final": str(final), "best": state["best"], "history": history,
+                "skipped_samples": dataset.stats.get("skipped", 0) if hasattr(dataset, "stats") else 0}
+
+    def _loop(self, wrapped, model, optimizer, loader, sampler, dataset, state, total, schedule,
+              starts, ends) -> list[dict[str, float]]:
+        from tqdm import tqdm
+
+        fabric, t = self.fabric, self.recipe.train
+        history: list[dict[str, float]] = []
+        bar = tqdm(total=total, initial=state["step"], unit="step", file=sys.stderr, desc=self.recipe.name,
+                   disable=not (self.progress and fabric.is_global_zero))
+        started = time.perf_counter()
+        while state["step"] < total:
+            epoch = state["epoch"]
+            dataset.set_epoch(epoch)
+            sampler.set_epoch(epoch, start=state["batch"] * t.batch_size)
+            micro = 0
+            for batch in loader:
+                step = state["step"]
+                model.attn_mask_probs.copy_(torch.tensor(annealing_probabilities(step, starts, ends,
+                                                                                 t.annealing_power)))
+                set_learning_rates(optimizer, t.lr, schedule, step)
+                accumulating = (micro + 1) % t.accumulate != 0
+                with fabric.no_backward_sync(wrapped, enabled=accumulating):
+                    out = wrapped(batch["pixel_values"], mask_labels=batch["mask_labels"],
+                                  class_labels=batch["class_labels"])
+                    loss = out.loss
+                    if not torch.isfinite(loss):
+                        raise TrainingError(f"loss became {loss.item()} at step {step}; training stopped, the last "
+                                            f"good checkpoint is {self.out / 'last.ckpt'} (try a lower train.lr)")
+                    fabric.backward(loss / t.accumulate)
+                micro += 1
+                state["batch"] += 1
+                if accumulating:
+                    continue
+                if t.grad_clip:
+                    fabric.clip_gradients(wrapped, optimizer, max_norm=t.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                bar.update(1)
+                record = {"loss": loss.item(), **{k: v.item() for k, v in out.loss_dict.items()},
+                          "lr": optimizer.param_groups[-1]["lr"]}
+                history.append({"step": state["step"], **record})
+                if state["step"] % t.log_every == 0 or state["step"] == total:
+                    fabric.log_dict({f"train/{k}": v for k, v in record.items()}, step=state["step"])
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+                if t.eval_every and state["step"] % t.eval_every == 0:
+                    self._evaluate(model, state)
+                if t.checkpoint_every and state["step"] % t.checkpoint_every == 0:
+                    self._save("last.ckpt", state)
+                if state["step"] >= total:
+                    break
+            else:  # the epoch ran out
+                state["epoch"] += 1
+                state["batch"] = 0
+                if not t.eval_every:
+                    self._evaluate(model, state)
+                if not t.checkpoint_every:
+                    self._save("last.ckpt", state)
+                continue
+            break
+        bar.close()
+        self._save("last.ckpt", state)
+        fabric.print(f"trained {state['step']} steps in {time.perf_counter() - started:.0f} s")
+        return history
+
+    def _evaluate(self, model, state) -> None:
+        """Score the validation split with the task's metric; keep `best.ckpt` by that metric."""
+        from ..evaluation.runner import evaluate
+        from ..predictor import Segmenter
+        from ..processing.image_processor import EomtImageProcessor
+
+        val = self._validation()
+        if val is None or not self.fabric.is_global_zero:
+            self.fabric.barrier()
+            return
+        crop = self.recipe.data.crop_size
+        task = val.info.task
+        processor = EomtImageProcessor(size={"shortest_edge": crop} if task == "semantic" else crop,
+                                       do_split_image=task == "semantic", do_pad=task != "semantic")
+        was_training = model.training
+        segmenter = Segmenter(model.eval(), processor, task, stuff_classes=sorted(val.info.stuff_classes))
+        result = evaluate(segmenter, self.recipe.data.path, self.recipe.data.dataset,
+                          split=self.recipe.data.val_split, limit=self.recipe.train.eval_limit, progress=False)
+        model.train(was_training)
+        key = {"semantic": "mIoU", "panoptic": "PQ", "instance": "AP"}[task]
+        score = result["metrics"][key]
+        self.fabric.log_dict({f"val/{key}": score}, step=state["step"])
+        self.fabric.print(f"step {state['step']}: val {key} {score:.2f}")
+        if state["best"] is None or score > state["best"]["score"]:
+            state["best"] = {"score": score, "metric": key, "step": state["step"]}
+            tmp = self.out / ".best.ckpt.tmp"
+            torch.save({"model": model.state_dict(), "best": state["best"]}, tmp)
+            os.replace(tmp, self.out / "best.ckpt")
+        self.fabric.barrier()
+
+    def _export(self, model, directory: Path, info) -> None:
+        """The final model in transformers format, with the processor for its task."""
+        from ..processing.image_processor import EomtImageProcessor
+
+        model.save_pretrained(directory)
+        crop = self.recipe.data.crop_size
+        semantic = info.task == "semantic"
+        processor = EomtImageProcessor(size={"shortest_edge": crop} if semantic else crop,
+                                       do_split_image=semantic, do_pad=not semantic, task=info.task,
+                                       stuff_classes=sorted(info.stuff_classes))
+        processor.save_pretrained(directory)
+        (directory / "recipe.json").write_text(json.dumps(self.recipe.to_dict(), indent=2))
+
+
+def _tensorboard_logger(out: Path):
+    try:
+        from lightning_fabric.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(str(out), name="tensorboard", version="")
+    except (ImportError, ModuleNotFoundError, RuntimeError):
+        return None
