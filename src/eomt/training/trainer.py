@@ -65,7 +65,10 @@ def build_model(recipe: Recipe, num_labels: int, id2label: dict[int, str]) -> Eo
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Random states as tensors and plain values, so checkpoints load with `weights_only=True`."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                      has_gauss, gauss], "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -73,7 +76,8 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -118,7 +122,10 @@ class Trainer:
             raise TrainingError(f"{d.path}: {len(dataset)} training images are fewer than one batch per process")
         loader = DataLoader(dataset, batch_size=self.recipe.train.batch_size, sampler=sampler, collate_fn=collate,
                             num_workers=d.num_workers, drop_last=True, pin_memory=torch.cuda.is_available(),
-                            persistent_workers=False)
+                            persistent_workers=False,
+                            # its own generator: starting an epoch must not draw from the global RNG, or a
+                            # resumed run's random stream would shift
+                            generator=torch.Generator().manual_seed(self.recipe.train.seed))
         return train, dataset, sampler, loader
 
     def _validation(self):
@@ -134,9 +141,13 @@ class Trainer:
         """Write through a temporary name, then rename: an interrupted write never replaces a good file."""
         path = self.out / name
         tmp = self.out / f".{name}.tmp"
-        self.fabric.save(tmp, {**state, "rng": _rng_state()})
-        if self.fabric.is_global_zero:
-            os.replace(tmp, path)
+        try:
+            self.fabric.save(tmp, {**state, "rng": _rng_state()})
+            if self.fabric.is_global_zero:
+                os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         self.fabric.barrier()
         return path
 
@@ -203,8 +214,8 @@ class Trainer:
             micro = 0
             for batch in loader:
                 step = state["step"]
-                model.attn_mask_probs.copy_(torch.tensor(annealing_probabilities(step, starts, ends,
-                                                                                 t.annealing_power)))
+                probs = annealing_probabilities(step, starts, ends, t.annealing_power)
+                model.attn_mask_probs.copy_(torch.tensor(probs))
                 set_learning_rates(optimizer, t.lr, schedule, step)
                 accumulating = (micro + 1) % t.accumulate != 0
                 with fabric.no_backward_sync(wrapped, enabled=accumulating):
@@ -227,7 +238,8 @@ class Trainer:
                 bar.update(1)
                 record = {"loss": loss.item(), **{k: v.item() for k, v in out.loss_dict.items()},
                           "lr": optimizer.param_groups[-1]["lr"]}
-                history.append({"step": state["step"], **record})
+                history.append({"step": step, **record, "mask_probs": probs,
+                                "lrs": {g["name"]: g["lr"] for g in optimizer.param_groups}})
                 if state["step"] % t.log_every == 0 or state["step"] == total:
                     fabric.log_dict({f"train/{k}": v for k, v in record.items()}, step=state["step"])
                     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
