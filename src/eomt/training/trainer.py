@@ -163,6 +163,7 @@ class Trainer:
         train_set, dataset, sampler, loader = self._data()
         info = train_set.info
         model = build_model(r, info.num_classes, dict(enumerate(info.class_names)))
+        self.model = model
         model.gradient_checkpointing = t.activation_checkpointing
         groups = param_groups(model, t.weight_decay, t.layer_decay, t.freeze_backbone)
         optimizer = torch.optim.AdamW(groups, lr=t.lr)
