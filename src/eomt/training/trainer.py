@@ -158,6 +158,12 @@ class Trainer:
         stays that of the whole run), as an interruption would."""
         fabric, r, t = self.fabric, self.recipe, self.recipe.train
         fabric.launch()
+        if t.wandb and fabric.is_global_zero:
+            try:
+                import wandb
+            except ImportError:
+                raise TrainingError("train.wandb=true needs the wandb package (pip install wandb)") from None
+            self.wandb = wandb.init(project="eomt", name=r.name, config=r.to_dict(), dir=str(t.out))
         fabric.seed_everything(t.seed)
         self.out.mkdir(parents=True, exist_ok=True)
         train_set, dataset, sampler, loader = self._data()
@@ -242,7 +248,7 @@ class Trainer:
                 history.append({"step": step, **record, "mask_probs": probs,
                                 "lrs": {g["name"]: g["lr"] for g in optimizer.param_groups}})
                 if state["step"] % t.log_every == 0 or state["step"] == total:
-                    fabric.log_dict({f"train/{k}": v for k, v in record.items()}, step=state["step"])
+                    self._log({f"train/{k}": v for k, v in record.items()}, state["step"])
                     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
                 if t.eval_every and state["step"] % t.eval_every == 0:
                     self._evaluate(model, state)
@@ -260,9 +266,18 @@ class Trainer:
                 continue
             break
         bar.close()
+        for logger in fabric.loggers:  # flush the CSV / TensorBoard logs
+            logger.finalize("success")
+        if self.wandb is not None:
+            self.wandb.finish()
         self._save("last.ckpt", state)
         fabric.print(f"trained {state['step']} steps in {time.perf_counter() - started:.0f} s")
         return history
+
+    def _log(self, values: dict[str, float], step: int) -> None:
+        self.fabric.log_dict(values, step=step)
+        if self.wandb is not None:
+            self.wandb.log(values, step=step)
 
     def _evaluate(self, model, state) -> None:
         """Score the validation split with the task's metric; keep `best.ckpt` by that metric."""
@@ -285,7 +300,7 @@ class Trainer:
         model.train(was_training)
         key = {"semantic": "mIoU", "panoptic": "PQ", "instance": "AP"}[task]
         score = result["metrics"][key]
-        self.fabric.log_dict({f"val/{key}": score}, step=state["step"])
+        self._log({f"val/{key}": score}, state["step"])
         self.fabric.print(f"step {state['step']}: val {key} {score:.2f}")
         if state["best"] is None or score > state["best"]["score"]:
             state["best"] = {"score": score, "metric": key, "step": state["step"]}
