@@ -138,3 +138,12 @@ def test_every_preset_loads():
         if recipe.train.annealing_starts is not None:
             assert len(recipe.train.annealing_starts) == recipe.model.config.get("num_blocks", 4)
     assert load_recipe("coco_panoptic_large_1280_dinov3").data.crop_size == 1280  # the authors' configs forgot it
+
+
+def test_train_command_reports_a_missing_dataset_in_one_line(tmp_path, capsys):
+    from eomt.cli import main
+
+    code = main(["train", "--recipe", "synthetic_tiny", "--data", str(tmp_path / "nowhere"), "--out",
+                 str(tmp_path / "run"), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and str(tmp_path / "nowhere") in err and "\n" not in err, err
