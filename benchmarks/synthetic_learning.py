@@ -35,7 +35,8 @@ def main() -> None:
     start = time.perf_counter()
     summary = Trainer(recipe, progress=False).fit()
     minutes = (time.perf_counter() - start) / 60
-    with open(out / "run" / "logs" / "metrics.csv") as handle:
+    logs = sorted((out / "run" / "logs").glob("version_*/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    with open(logs[-1]) as handle:
         rows = [r for r in csv.DictReader(handle) if r.get("val/PQ")]
     print(f"{'step':>6} {'val PQ':>7}")
     for row in rows:

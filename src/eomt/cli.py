@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train with the EoMT recipe (mask annealing, layer-wise lr decay, two-stage warmup + poly).\n"
                     "RECIPE is a preset name or a YAML file; KEY=VALUE pairs override it, e.g. train.lr=2e-4\n"
                     "train.devices=2 model.config.num_queries=100 (an unknown key is an error).\n"
-                    "Writes OUT/last.ckpt (resumable), OUT/best.ckpt, OUT/logs/metrics.csv and OUT/final/\n"
+                    "Writes OUT/last.ckpt (resumable), OUT/best.ckpt, OUT/logs/version_N/metrics.csv and OUT/final/\n"
                     "(config.json + model.safetensors + preprocessor_config.json, for eomt predict and transformers).\n"
                     "Multi-GPU: set train.devices (and train.num_nodes); torchrun and SLURM launches are picked up.\n\n"
                     "presets: " + ", ".join(available_recipes()))

@@ -93,7 +93,7 @@ class Trainer:
         self.recipe = recipe
         t = recipe.train
         self.out = Path(t.out)
-        loggers = [CSVLogger(str(self.out), name="logs", version="")]
+        loggers = [CSVLogger(str(self.out), name="logs")]  # logs/version_N: a resumed run keeps earlier logs
         tensorboard = _tensorboard_logger(self.out)
         if tensorboard is not None:
             loggers.append(tensorboard)
@@ -327,6 +327,6 @@ def _tensorboard_logger(out: Path):
     try:
         from lightning_fabric.loggers import TensorBoardLogger
 
-        return TensorBoardLogger(str(out), name="tensorboard", version="")
+        return TensorBoardLogger(str(out), name="tensorboard")
     except (ImportError, ModuleNotFoundError, RuntimeError):
         return None
