@@ -147,3 +147,25 @@ def test_train_command_reports_a_missing_dataset_in_one_line(tmp_path, capsys):
                  str(tmp_path / "run"), "-q"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and str(tmp_path / "nowhere") in err and "\n" not in err, err
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    from helpers import random_targets
+
+    from eomt import EomtConfig
+
+    torch.manual_seed(0)
+    model = EomtForUniversalSegmentation(EomtConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                                    num_blocks=2, num_queries=5, image_size=32, num_labels=3,
+                                                    train_num_points=200)).train()
+    pixels = torch.randn(2, 3, 32, 32)
+    masks, classes = random_targets(2, 32, 32, 3)
+    grads = []
+    for checkpointing in (False, True):
+        model.gradient_checkpointing = checkpointing
+        model.zero_grad()
+        torch.manual_seed(1)
+        model(pixels, mask_labels=masks, class_labels=classes).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
