@@ -17,7 +17,17 @@ import numpy as np
 
 from eomt.data.archive import Tree
 from eomt.data.coco_panoptic import PanopticJsonDataset
-from eomt.data.sample import Dataset, DatasetError, DatasetInfo, Entry, Sample, check_same_size, semantic_sample
+from eomt.data.sample import (
+    Dataset,
+    DatasetError,
+    DatasetInfo,
+    Entry,
+    Sample,
+    check_same_size,
+    pair_with_labels,
+    read_label_png,
+    semantic_sample,
+)
 
 ADE20K_CLASSES = [
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
@@ -58,25 +68,14 @@ class ADE20KSemantic(Dataset):
         base, image_dir = tree.find([f"images/{sub}"], f"images/{sub}/ (ADEChallengeData2016 images)")
         _, label_dir = tree.find([f"annotations/{sub}"], f"annotations/{sub}/ (ADEChallengeData2016 labels)",
                                  bases=[base])
-        labels = {path[len(label_dir) + 1:-4]: path for path in tree.list(label_dir, ".png")}
-        entries = []
-        for path in tree.list(image_dir, ".jpg"):
-            stem = path[len(image_dir) + 1:-4]
-            if stem not in labels:
-                raise DatasetError(f"{tree.location(path)}: image without its annotation "
-                                   f"{tree.location(f'{label_dir}/{stem}.png')}")
-            entries.append(Entry(image_id=stem.rpartition("/")[2], file_name=path.rpartition("/")[2],
-                                 image_rel=path, annotation=labels[stem]))
+        entries = pair_with_labels(tree, image_dir, ".jpg", label_dir, ".png")
         info = DatasetInfo(name="ade20k_semantic", task="semantic", class_names=list(ADE20K_CLASSES),
                            ignore_index=255, category_ids=list(range(1, 151)))
         super().__init__(tree, info, entries)
 
     def _load(self, entry: Entry) -> Sample:
         location = self.tree.location(entry.annotation)
-        label = self.tree.open_image(entry.annotation, mode=None)
-        if label.mode not in ("L", "P", "I", "I;16"):
-            raise DatasetError(f"{location}: a label PNG must have one channel, got mode {label.mode}")
-        raw = np.asarray(label).astype(np.int64)
+        raw = read_label_png(self.tree, entry.annotation)
         top = int(raw.max(initial=0))
         if top > 150:
             raise DatasetError(f"{location}: label id {top} out of range (0..150, 0 = unlabelled)")

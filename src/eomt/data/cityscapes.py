@@ -14,7 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from eomt.data.archive import Tree
-from eomt.data.sample import Dataset, DatasetError, DatasetInfo, Entry, Sample, check_same_size, semantic_sample
+from eomt.data.sample import (
+    Dataset,
+    DatasetError,
+    DatasetInfo,
+    Entry,
+    Sample,
+    check_same_size,
+    pair_with_labels,
+    read_label_png,
+    semantic_sample,
+)
 
 CITYSCAPES_CLASSES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
@@ -42,15 +52,7 @@ class CityscapesSemantic(Dataset):
             raise DatasetError(f"unknown Cityscapes split {split!r} (expected train, val or test)")
         base, image_dir = tree.find([f"leftImg8bit/{split}"], f"leftImg8bit/{split}/ (Cityscapes images)")
         _, label_dir = tree.find([f"gtFine/{split}"], f"gtFine/{split}/ (Cityscapes fine labels)", bases=[base])
-        labels = {path[len(label_dir) + 1:-len(LABEL_SUFFIX)]: path for path in tree.list(label_dir, LABEL_SUFFIX)}
-        entries = []
-        for path in tree.list(image_dir, IMAGE_SUFFIX):
-            key = path[len(image_dir) + 1:-len(IMAGE_SUFFIX)]  # "{city}/{name}"
-            if key not in labels:
-                raise DatasetError(f"{tree.location(path)}: image without its annotation "
-                                   f"{tree.location(f'{label_dir}/{key}{LABEL_SUFFIX}')}")
-            entries.append(Entry(image_id=key.rpartition("/")[2], file_name=path.rpartition("/")[2],
-                                 image_rel=path, annotation=labels[key]))
+        entries = pair_with_labels(tree, image_dir, IMAGE_SUFFIX, label_dir, LABEL_SUFFIX)  # keys "{city}/{name}"
         info = DatasetInfo(name="cityscapes_semantic", task="semantic", class_names=list(CITYSCAPES_CLASSES),
                            thing_classes=set(CITYSCAPES_THINGS), ignore_index=255,
                            category_ids=list(CITYSCAPES_LABEL_IDS))
@@ -59,10 +61,7 @@ class CityscapesSemantic(Dataset):
 
     def _load(self, entry: Entry) -> Sample:
         location = self.tree.location(entry.annotation)
-        label = self.tree.open_image(entry.annotation, mode=None)
-        if label.mode not in ("L", "P", "I", "I;16"):
-            raise DatasetError(f"{location}: a label PNG must have one channel, got mode {label.mode}")
-        raw = np.asarray(label).astype(np.int64)
+        raw = read_label_png(self.tree, entry.annotation)
         top, bottom = int(raw.max(initial=0)), int(raw.min(initial=0))
         if top > MAX_LABEL_ID or bottom < 0:
             raise DatasetError(f"{location}: label id {top if top > MAX_LABEL_ID else bottom} out of range "

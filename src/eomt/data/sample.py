@@ -204,6 +204,29 @@ def semantic_sample(entry: Entry, image: Image.Image, label_map: np.ndarray, ign
                   iscrowd=torch.zeros(len(labels), dtype=torch.bool))
 
 
+def pair_with_labels(tree, image_dir: str, image_suffix: str, label_dir: str, label_suffix: str) -> list[Entry]:
+    """One entry per image of `image_dir` whose label file (same relative name) is in `label_dir`;
+    an image without one is an error naming both paths."""
+    labels = {path[len(label_dir) + 1:-len(label_suffix)]: path for path in tree.list(label_dir, label_suffix)}
+    entries = []
+    for path in tree.list(image_dir, image_suffix):
+        key = path[len(image_dir) + 1:-len(image_suffix)]
+        if key not in labels:
+            raise DatasetError(f"{tree.location(path)}: image without its annotation "
+                               f"{tree.location(f'{label_dir}/{key}{label_suffix}')}")
+        entries.append(Entry(image_id=key.rpartition("/")[2], file_name=path.rpartition("/")[2], image_rel=path,
+                             annotation=labels[key]))
+    return entries
+
+
+def read_label_png(tree, rel: str) -> np.ndarray:
+    """A one-channel label PNG as an (H, W) int64 array."""
+    label = tree.open_image(rel, mode=None)
+    if label.mode not in ("L", "P", "I", "I;16"):
+        raise DatasetError(f"{tree.location(rel)}: a label PNG must have one channel, got mode {label.mode}")
+    return np.asarray(label).astype(np.int64)
+
+
 def check_same_size(image: Image.Image, height: int, width: int, image_location: str, annotation: str) -> None:
     if (image.height, image.width) != (height, width):
         raise DatasetError(f"{image_location}: image is {image.width}x{image.height} pixels but its annotation "
