@@ -186,20 +186,27 @@ def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 class EpochShuffleSampler(Sampler[int]):
-    """Indices 0..n-1 in an order that depends only on (seed, the dataset's current epoch).
+    """Indices in an order that depends only on (seed, the dataset's current epoch), sharded across processes.
 
     With `shuffle` a random permutation drawn from a generator seeded from (seed, epoch); without, in order.
     The epoch is read from ``dataset.epoch`` each time iteration starts, so `TrainingDataset.set_epoch`
-    drives both the augmentation and the order.
+    drives both the augmentation and the order. Process `rank` of `world_size` takes every world_size-th
+    index (all processes the same count); `start` skips that many of them, to resume mid-epoch.
     """
 
-    def __init__(self, dataset: TrainingDataset, shuffle: bool = True, seed: int = 0):
+    def __init__(self, dataset: TrainingDataset, shuffle: bool = True, seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
         self.dataset = dataset
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.start = 0
+
+    def per_rank(self) -> int:
+        return len(self.dataset) // self.world_size
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return max(0, self.per_rank() - self.start)
 
     def order(self, epoch: int) -> list[int]:
         n = len(self.dataset)
@@ -209,17 +216,21 @@ class EpochShuffleSampler(Sampler[int]):
         return torch.randperm(n, generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order(int(getattr(self.dataset, "epoch", 0))))
+        order = self.order(int(getattr(self.dataset, "epoch", 0)))
+        mine = order[self.rank: self.per_rank() * self.world_size: self.world_size]
+        return iter(mine[self.start:])
 
 
 def build_loader(train_dataset: TrainingDataset, batch_size: int, num_workers: int, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = True, pin_memory: bool | None = None) -> DataLoader:
+                 seed: int = 0, drop_last: bool = True, pin_memory: bool | None = None, rank: int = 0,
+                 world_size: int = 1) -> DataLoader:
     """A DataLoader over `train_dataset` batching with `collate`.
 
     Order: `EpochShuffleSampler` (a permutation seeded from (seed, epoch) when `shuffle`); the DataLoader also
     gets a generator seeded with `seed` (it only seeds the workers' base RNG; augmentations use per-item
     generators). Workers are persistent when `num_workers` > 0. `pin_memory` defaults to whether CUDA is
-    available. Call ``train_dataset.set_epoch(e)`` before ``iter(loader)`` for each epoch.
+    available. Call ``train_dataset.set_epoch(e)`` before ``iter(loader)`` for each epoch. With several
+    processes, each passes its `rank` and the `world_size`; ``loader.sampler.start`` resumes mid-epoch.
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -230,7 +241,7 @@ def build_loader(train_dataset: TrainingDataset, batch_size: int, num_workers: i
     return DataLoader(
         train_dataset,
         batch_size=int(batch_size),
-        sampler=EpochShuffleSampler(train_dataset, shuffle=shuffle, seed=seed),
+        sampler=EpochShuffleSampler(train_dataset, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size),
         num_workers=int(num_workers),
         collate_fn=collate,
         pin_memory=bool(pin_memory),

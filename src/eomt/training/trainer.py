@@ -19,35 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
 
 from ..config import EomtConfig
 from ..data import open_dataset
 from ..modeling.eomt import EomtForUniversalSegmentation
 from .recipe import Recipe, TrainingError
 from .schedules import WarmupPoly, annealing_probabilities, annealing_windows, param_groups, set_learning_rates
-
-
-class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, sharded across processes, that can start mid-epoch (exact resume)."""
-
-    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        self.size, self.seed, self.rank, self.world = size, seed, rank, world
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def per_rank(self) -> int:
-        return self.size // self.world
-
-    def __iter__(self):
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        mine = order[self.rank: self.per_rank() * self.world: self.world]
-        return iter(mine[self.start:].tolist())
-
-    def __len__(self) -> int:
-        return self.per_rank() - self.start
 
 
 def build_model(recipe: Recipe, num_labels: int, id2label: dict[int, str]) -> EomtForUniversalSegmentation:
@@ -106,7 +83,7 @@ class Trainer:
 
     def _data(self):
         from .augment import AugmentConfig, TrainTransform
-        from .data import TrainingDataset, collate
+        from .data import TrainingDataset, build_loader
 
         d = self.recipe.data
         if not d.path:
@@ -116,17 +93,15 @@ class Trainer:
             raise TrainingError(f"{d.path}: the {d.train_split} split holds no images")
         transform = TrainTransform(AugmentConfig(crop_size=d.crop_size, scale_range=tuple(d.scale_range),
                                                  photometric=d.photometric))
-        dataset = TrainingDataset(train, transform, train.info.num_classes, seed=self.recipe.train.seed)
-        sampler = EpochSampler(len(dataset), self.recipe.train.seed, self.fabric.global_rank, self.fabric.world_size)
-        if sampler.per_rank() < self.recipe.train.batch_size:
+        t = self.recipe.train
+        dataset = TrainingDataset(train, transform, train.info.num_classes, seed=t.seed)
+        # the loader has its own generator: starting an epoch must not draw from the global RNG, or a
+        # resumed run's random stream would shift
+        loader = build_loader(dataset, t.batch_size, d.num_workers, seed=t.seed, rank=self.fabric.global_rank,
+                              world_size=self.fabric.world_size)
+        if loader.sampler.per_rank() < t.batch_size:
             raise TrainingError(f"{d.path}: {len(dataset)} training images are fewer than one batch per process")
-        loader = DataLoader(dataset, batch_size=self.recipe.train.batch_size, sampler=sampler, collate_fn=collate,
-                            num_workers=d.num_workers, drop_last=True, pin_memory=torch.cuda.is_available(),
-                            persistent_workers=False,
-                            # its own generator: starting an epoch must not draw from the global RNG, or a
-                            # resumed run's random stream would shift
-                            generator=torch.Generator().manual_seed(self.recipe.train.seed))
-        return train, dataset, sampler, loader
+        return train, dataset, loader.sampler, loader
 
     def _validation(self):
         d = self.recipe.data
@@ -217,7 +192,7 @@ class Trainer:
         while state["step"] < total:
             epoch = state["epoch"]
             dataset.set_epoch(epoch)
-            sampler.set_epoch(epoch, start=state["batch"] * t.batch_size)
+            sampler.start = state["batch"] * t.batch_size  # resuming mid-epoch
             micro = 0
             for batch in loader:
                 step = state["step"]
