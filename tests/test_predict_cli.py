@@ -150,3 +150,11 @@ def test_batch_size_does_not_change_results(models, images, tmp_path):
         a = np.array(Image.open(tmp_path / "b1" / name))
         b = np.array(Image.open(tmp_path / "b2" / name))
         assert np.array_equal(a, b)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_error(models, images, tmp_path, capsys):
+    assert main(["predict", str(images), "--model", str(models["panoptic"]), "--device", "cuda", "-q",
+                 "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "CUDA is not available" in err and "\n" not in err

@@ -127,6 +127,8 @@ class Segmenter:
         if processor is None:
             processor = EomtImageProcessor()
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu")
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or torch.float32)
         stuff = processor.extra.get("stuff_classes")  # written by `eomt train`
         return cls(model.to(device=device, dtype=dtype), processor, task, stuff_classes=stuff)
