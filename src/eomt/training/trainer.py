@@ -195,6 +195,7 @@ class Trainer:
             sampler.start = state["batch"] * t.batch_size  # resuming mid-epoch
             micro = 0
             for batch in loader:
+                batch = fabric.to_device(batch)  # images and the lists of target masks / classes
                 step = state["step"]
                 probs = annealing_probabilities(step, starts, ends, t.annealing_power)
                 model.attn_mask_probs.copy_(torch.tensor(probs))
