@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -224,17 +223,6 @@ class EomtConfig:
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        return write_text_atomic(directory / "config.json", json.dumps(self.to_dict(), indent=2) + "\n")
+        from .io_utils import write_bytes_atomic
 
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        return write_bytes_atomic(directory / "config.json", (json.dumps(self.to_dict(), indent=2) + "\n").encode())

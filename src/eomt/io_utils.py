@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 __all__ = [
+    "atomic_path",
     "label_map_to_image",
     "write_bytes_atomic",
     "write_jpeg_atomic",
@@ -46,23 +47,26 @@ _UMASK = _read_umask()
 
 
 @contextmanager
-def _atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Yield a binary file object; on clean exit it replaces ``path``, on error it is removed."""
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on clean exit it replaces ``path``, on error it is removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Yield a binary file object; on clean exit it replaces ``path``, on error it is removed."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
 
 
 def _write_with(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> Path:

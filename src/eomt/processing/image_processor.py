@@ -129,12 +129,12 @@ class EomtImageProcessor:
             raise ValueError(f"{path}: {exc}") from None
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        from ..config import write_text_atomic
+        from ..io_utils import write_bytes_atomic
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-        return write_text_atomic(directory / "preprocessor_config.json", text)
+        return write_bytes_atomic(directory / "preprocessor_config.json", text.encode())
 
     def __repr__(self) -> str:
         return f"EomtImageProcessor({json.dumps(self.to_dict(), sort_keys=True)})"
