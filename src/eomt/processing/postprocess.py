@@ -95,8 +95,9 @@ def _last_covering(masks: torch.Tensor) -> torch.Tensor:
     count = masks.shape[0]
     if count == 0:
         return torch.full(masks.shape[1:], -1, dtype=torch.long, device=masks.device)
-    last = (count - 1) - masks.flip(0).to(torch.uint8).argmax(0)
-    return torch.where(masks.any(0), last, torch.full_like(last, -1))
+    dtype = torch.int16 if count < 32767 else torch.int32  # small integers keep the max cheap
+    ranks = torch.arange(1, count + 1, dtype=dtype, device=masks.device).view(-1, 1, 1)
+    return (masks.to(dtype) * ranks).amax(0).long() - 1
 
 
 # -------------------------------------------------------------------------------------- semantic
