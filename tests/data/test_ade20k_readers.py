@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from fixture_files import encode, write, zip_bytes
 
 from eomt.data import DatasetError, open_dataset
 from eomt.data.ade20k import ADE20K_CLASSES
@@ -17,29 +15,8 @@ from eomt.data.ade20k import ADE20K_CLASSES
 H, W = 24, 32
 
 
-def encode(array: np.ndarray, fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
 def jpg(seed: int) -> bytes:
     return encode(np.random.default_rng(seed).integers(0, 255, (H, W, 3), dtype=np.uint8), "JPEG")
-
-
-def zip_bytes(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buffer.getvalue()
-
-
-def write(root, files: dict[str, bytes]) -> None:
-    for name, data in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
 
 
 def semantic_labels() -> dict[str, np.ndarray]:

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from fixture_files import encode as png
+from fixture_files import write, zip_bytes
 
 from eomt.data import DatasetError, open_dataset
 from eomt.data.cityscapes import CITYSCAPES_CLASSES, label_to_train_table
 
 H, W = 24, 32
-
-
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def zip_bytes(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buffer.getvalue()
-
-
-def write(root, files: dict[str, bytes]) -> None:
-    for name, data in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
 
 
 NAMES = [("frankfurt", "frankfurt_000000_000294"), ("lindau", "lindau_000001_000019")]

@@ -9,6 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from fixture_files import encode as png_bytes
+from fixture_files import write, zip_bytes
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -25,31 +27,10 @@ IMAGES = [{"id": 7, "file_name": "000000000007.jpg", "height": H, "width": W},
           {"id": 9, "file_name": "000000000009.jpg", "height": H, "width": W}]
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def jpg_bytes(seed: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(seed).integers(0, 255, (H, W, 3), dtype=np.uint8)).save(buffer, "JPEG")
     return buffer.getvalue()
-
-
-def zip_bytes(files: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buffer.getvalue()
-
-
-def write(root, files: dict[str, bytes]) -> None:
-    for name, data in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
 
 
 def to_rgb(ids: np.ndarray) -> np.ndarray:

@@ -9,24 +9,11 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from fixture_files import encode, write
 
 from eomt.data import DatasetError, open_dataset
 
 H, W = 24, 32
-
-
-def encode(array: np.ndarray, fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def write(root, files: dict[str, bytes]) -> None:
-    for name, data in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
 
 
 def class_maps() -> dict[str, np.ndarray]:

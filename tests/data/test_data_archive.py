@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import pickle
 import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
+from fixture_files import encode as png_bytes
+from fixture_files import zip_bytes
 
 from eomt.data import DatasetError, open_tree
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def zip_bytes(files: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buffer.getvalue()
-
 
 RGB = np.arange(10 * 12 * 3, dtype=np.uint8).reshape(10, 12, 3)
 
