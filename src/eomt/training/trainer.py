@@ -8,7 +8,6 @@ resume exactly: weights, optimiser, step, epoch, position in the epoch and RNG s
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -22,6 +21,7 @@ import torch
 
 from ..config import EomtConfig
 from ..data import open_dataset
+from ..io_utils import atomic_path, write_json_atomic
 from ..modeling.eomt import EomtForUniversalSegmentation
 from .recipe import Recipe, TrainingError
 from .schedules import WarmupPoly, annealing_probabilities, annealing_windows, param_groups, set_learning_rates
@@ -259,18 +259,14 @@ class Trainer:
         """Score the validation split with the task's metric; keep `best.ckpt` by that metric."""
         from ..evaluation.runner import evaluate
         from ..predictor import Segmenter
-        from ..processing.image_processor import EomtImageProcessor
-
         val = self._validation()
         if val is None or not self.fabric.is_global_zero:
             self.fabric.barrier()
             return
-        crop = self.recipe.data.crop_size
         task = val.info.task
-        processor = EomtImageProcessor(size={"shortest_edge": crop} if task == "semantic" else crop,
-                                       do_split_image=task == "semantic", do_pad=task != "semantic")
         was_training = model.training
-        segmenter = Segmenter(model.eval(), processor, task, stuff_classes=sorted(val.info.stuff_classes))
+        segmenter = Segmenter(model.eval(), self._processor(val.info), task,
+                              stuff_classes=sorted(val.info.stuff_classes))
         result = evaluate(segmenter, self.recipe.data.path, self.recipe.data.dataset,
                           split=self.recipe.data.val_split, limit=self.recipe.train.eval_limit, progress=False)
         model.train(was_training)
@@ -280,23 +276,25 @@ class Trainer:
         self.fabric.print(f"step {state['step']}: val {key} {score:.2f}")
         if state["best"] is None or score > state["best"]["score"]:
             state["best"] = {"score": score, "metric": key, "step": state["step"]}
-            tmp = self.out / ".best.ckpt.tmp"
-            torch.save({"model": model.state_dict(), "best": state["best"]}, tmp)
-            os.replace(tmp, self.out / "best.ckpt")
+            with atomic_path(self.out / "best.ckpt") as tmp:
+                torch.save({"model": model.state_dict(), "best": state["best"]}, tmp)
         self.fabric.barrier()
+
+    def _processor(self, info):
+        """The inference processor of the dataset's task at the crop size (sliding window for semantic);
+        it records the task and stuff classes, which `Segmenter.from_pretrained` reads back."""
+        from ..processing.image_processor import EomtImageProcessor
+
+        crop = self.recipe.data.crop_size
+        semantic = info.task == "semantic"
+        return EomtImageProcessor(size={"shortest_edge": crop} if semantic else crop, do_split_image=semantic,
+                                  do_pad=not semantic, task=info.task, stuff_classes=sorted(info.stuff_classes))
 
     def _export(self, model, directory: Path, info) -> None:
         """The final model in transformers format, with the processor for its task."""
-        from ..processing.image_processor import EomtImageProcessor
-
         model.save_pretrained(directory)
-        crop = self.recipe.data.crop_size
-        semantic = info.task == "semantic"
-        processor = EomtImageProcessor(size={"shortest_edge": crop} if semantic else crop,
-                                       do_split_image=semantic, do_pad=not semantic, task=info.task,
-                                       stuff_classes=sorted(info.stuff_classes))
-        processor.save_pretrained(directory)
-        (directory / "recipe.json").write_text(json.dumps(self.recipe.to_dict(), indent=2))
+        self._processor(info).save_pretrained(directory)
+        write_json_atomic(directory / "recipe.json", self.recipe.to_dict(), indent=2)
 
 
 def _tensorboard_logger(out: Path):
