@@ -32,6 +32,7 @@ from ..modeling.embeddings import resample_position_embeddings
 from ..modeling.eomt import EomtForUniversalSegmentation
 from .errors import CheckpointError
 from .io import read_tensors, tensors_only
+from .load import check_tensors
 from .resolve import resolve_weights
 
 BACKBONE_PREFIXES = ("embeddings.", "layers.", "layernorm.")
@@ -262,18 +263,7 @@ def load_backbone(model: EomtForUniversalSegmentation, tensors: dict[str, Tensor
     if given != wanted:
         raise CheckpointError(
             f"{source}: backbone MLP has {given}, the config builds {wanted} (check use_swiglu_ffn / use_gated_mlp)")
-    missing = [k for k in expected if k not in tensors]
-    if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise CheckpointError(f"{source}: backbone checkpoint lacks tensor {missing[0]!r}{more}")
-    unexpected = [k for k in tensors if k not in expected]
-    if unexpected:
-        more = f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""
-        raise CheckpointError(f"{source}: backbone tensor {unexpected[0]!r} has no place in the model{more}")
-    for key, target in expected.items():
-        if tensors[key].shape != target.shape:
-            raise CheckpointError(f"{source}: backbone tensor {key!r} has shape {tuple(tensors[key].shape)}, "
-                                  f"the model expects {tuple(target.shape)}")
+    check_tensors(expected, tensors, f"{source} (backbone)")
     with torch.no_grad():
         for key, target in expected.items():
             target.copy_(tensors[key].to(target.dtype))

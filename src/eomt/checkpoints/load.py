@@ -25,13 +25,10 @@ def _names(keys: list[str], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def load_strict(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
-    """Copy tensors into the model; any missing, unexpected or mis-shaped tensor is an error naming it.
-
-    A file without `attn_mask_probs` is taken to be a finished (annealed) model: probabilities 0.
-    """
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict and k not in OPTIONAL_BUFFERS]
+def check_tensors(expected: dict[str, Tensor], state_dict: dict[str, Tensor], source: str,
+                  optional: tuple[str, ...] = ()) -> None:
+    """Any missing (unless `optional`), unexpected or mis-shaped tensor is a one-line error naming it."""
+    missing = [k for k in expected if k not in state_dict and k not in optional]
     unexpected = [k for k in state_dict if k not in expected]
     mismatched = [k for k in state_dict if k in expected and state_dict[k].shape != expected[k].shape]
     if missing:
@@ -44,6 +41,15 @@ def load_strict(model: nn.Module, state_dict: dict[str, Tensor], source: str) ->
             f"{source}: tensor {k!r} has shape {tuple(state_dict[k].shape)}, the model expects "
             f"{tuple(expected[k].shape)}"
             + (f" ({len(mismatched) - 1} more mismatched)" if len(mismatched) > 1 else ""))
+
+
+def load_strict(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
+    """Copy tensors into the model after `check_tensors`.
+
+    A file without `attn_mask_probs` is taken to be a finished (annealed) model: probabilities 0.
+    """
+    expected = model.state_dict()
+    check_tensors(expected, state_dict, source, OPTIONAL_BUFFERS)
     state_dict = dict(state_dict)
     if "attn_mask_probs" not in state_dict:
         state_dict["attn_mask_probs"] = torch.zeros_like(expected["attn_mask_probs"])
