@@ -24,8 +24,8 @@ _DINOV3_ONLY = (
 )
 # Keys that transformers writes or reads but that do not describe the network.
 _HOUSEKEEPING = {
-    "architectures", "transformers_version", "dtype", "torch_dtype", "return_dict", "output_hidden_states",
-    "output_attentions", "use_return_dict", "problem_type", "_name_or_path", "chunk_size_feed_forward",
+    "architectures", "transformers_version", "dtype", "torch_dtype", "use_return_dict", "problem_type",
+    "_name_or_path", "chunk_size_feed_forward",
     "is_encoder_decoder", "tie_word_embeddings", "pruned_heads", "_attn_implementation", "tf_legacy_loss",
     "use_bfloat16", "rope_parameters", "num_labels",
 }
@@ -81,6 +81,10 @@ class EomtConfig:
     pos_embed_shift: float | None = None
     pos_embed_jitter: float | None = None
     pos_embed_rescale: float | None = 2.0
+    # What forward returns by default (transformers' PretrainedConfig attributes of the same names).
+    output_hidden_states: bool = False
+    output_attentions: bool = False
+    return_dict: bool = True
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,8 @@ trainer anneals p_b from 1 to 0. With every p_b = 0 in eval mode the forward pas
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,31 +25,71 @@ from .heads import MaskHead, ScaleBlock
 from .loss import EomtLoss
 from .vit import Block, LayerScale
 
+# The fields of transformers' EomtForUniversalSegmentationOutput, in its order (the tuple order).
+SEED_FIELDS = ("loss", "class_queries_logits", "masks_queries_logits", "last_hidden_state", "hidden_states",
+               "attentions", "patch_offsets")
+# Keyword arguments transformers' forward takes through **kwargs (TransformersKwargs) that mean nothing for
+# an encoder-only vision model; accepted and ignored, as transformers does.
+IGNORED_KWARGS = frozenset({"num_items_in_batch", "output_router_logits", "cu_seq_lens_q", "cu_seq_lens_k",
+                            "max_length_q", "max_length_k", "position_ids", "is_causal", "seq_idx"})
+
 
 @dataclass
 class EomtOutput:
-    """What the model returns; also readable as `outputs["name"]`, like transformers' ModelOutput.
+    """What the model returns; reads like transformers' ModelOutput.
+
+    The fields set (not None) among transformers' own, in its order, are the output's keys:
+    `out["masks_queries_logits"]`, `out[0]`, `len(out)`, `out.to_tuple()` (what `return_dict=False`
+    returns), `keys()`, `values()`, `items()`, iteration over keys. `loss_dict` and
+    `predictions_per_level` are eomt additions, read as attributes (or `out["loss_dict"]`) only.
 
     `hidden_states` (on request): the input of the first block, then the output of every block,
     the last one after the final LayerNorm (the transformers convention); queries are in front
-    from block `depth - num_blocks` on.
+    from block `depth - num_blocks` on. `attentions` (on request): per block, the softmax attention
+    weights (batch, heads, tokens, tokens).
     """
 
-    class_queries_logits: Tensor
-    masks_queries_logits: Tensor
-    last_hidden_state: Tensor
     loss: Tensor | None = None
-    loss_dict: dict[str, Tensor] | None = None
+    class_queries_logits: Tensor | None = None
+    masks_queries_logits: Tensor | None = None
+    last_hidden_state: Tensor | None = None
     hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
     patch_offsets: list[Tensor] | None = None
+    loss_dict: dict[str, Tensor] | None = None
     # (mask, class) logits of every level, intermediate ones first; filled in training mode.
     predictions_per_level: list[tuple[Tensor, Tensor]] | None = None
 
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
     def keys(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        return [name for name in SEED_FIELDS if getattr(self, name) is not None]
+
+    def values(self) -> list[Any]:
+        return [getattr(self, name) for name in self.keys()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(name, getattr(self, name)) for name in self.keys()]
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(self.values())
+
+    def __getitem__(self, key: str | int | slice) -> Any:
+        if isinstance(key, str):
+            if key in self.keys() or (key in ("loss_dict", "predictions_per_level") and getattr(self, key) is not None):
+                return getattr(self, key)
+            raise KeyError(key)
+        return self.to_tuple()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.keys() else default
 
 
 class EomtForUniversalSegmentation(nn.Module):
@@ -152,7 +193,26 @@ class EomtForUniversalSegmentation(nn.Module):
 
     def forward(self, pixel_values: Tensor, mask_labels: list[Tensor] | None = None,
                 class_labels: list[Tensor] | None = None, patch_offsets: list[Tensor] | None = None,
-                output_hidden_states: bool = False) -> EomtOutput:
+                output_hidden_states: bool | None = None, output_attentions: bool | None = None,
+                return_dict: bool | None = None, **kwargs: Any) -> EomtOutput | tuple:
+        """Logits (and the loss when `mask_labels` and `class_labels` are given).
+
+        `output_hidden_states`, `output_attentions` and `return_dict` default to the config's
+        attributes, as in transformers; `return_dict=False` returns `EomtOutput.to_tuple()`.
+        Attention weights are computed by an explicit softmax only when asked for; otherwise
+        attention runs through SDPA.
+        """
+        unknown = sorted(set(kwargs) - IGNORED_KWARGS)
+        if unknown:
+            raise TypeError(f"forward() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}")
+        if pixel_values is None:
+            raise ValueError("You have to specify pixel_values")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if return_dict is None:
+            return_dict = self.config.return_dict
         self._check_input(pixel_values)
         height, width = pixel_values.shape[-2:]
         grid = (height // self.config.patch_size, width // self.config.patch_size)
@@ -163,6 +223,7 @@ class EomtForUniversalSegmentation(nn.Module):
         masked = [self.training or p > 0 for p in probs]
 
         hidden_states: list[Tensor] | None = [] if output_hidden_states else None
+        attentions: list[Tensor] | None = [] if output_attentions else None
         levels: list[tuple[Tensor, Tensor]] = []
         for i, block in enumerate(self.layers):
             attn_mask = None
@@ -175,10 +236,14 @@ class EomtForUniversalSegmentation(nn.Module):
                 levels.append((mask_logits, class_logits))
                 prob = probs[i - self.first_query_block]
                 attn_mask = self._attention_mask(mask_logits, prob, grid, x.shape[1])
+            args = (x, attn_mask, rope, attentions is not None)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, attn_mask, rope, use_reentrant=False)
+                x = checkpoint(block, *args, use_reentrant=False)
             else:
-                x = block(x, attn_mask, rope)
+                x = block(*args)
+            if attentions is not None:
+                x, weights = x
+                attentions.append(weights)
             if hidden_states is not None:
                 hidden_states.append(x)
 
@@ -193,16 +258,18 @@ class EomtForUniversalSegmentation(nn.Module):
             loss, loss_dict = self.criterion(
                 [m for m, _ in levels], [c for _, c in levels], mask_labels, class_labels
             )
-        return EomtOutput(
+        out = EomtOutput(
             class_queries_logits=class_logits,
             masks_queries_logits=mask_logits,
             last_hidden_state=x,
             loss=loss,
             loss_dict=loss_dict,
             hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
             patch_offsets=patch_offsets,
             predictions_per_level=levels if self.training else None,
         )
+        return out if return_dict else out.to_tuple()
 
 
 EomtDinov3ForUniversalSegmentation = EomtForUniversalSegmentation

@@ -58,8 +58,10 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(dim, dim, bias=config.value_bias)
         self.out_proj = nn.Linear(dim, dim, bias=config.proj_bias)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None,
-                rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None,
+                need_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Attention output; with `need_weights`, also the (B, heads, N, N) softmax weights, which
+        SDPA does not expose, so they are computed explicitly (as transformers' eager attention)."""
         batch, tokens, dim = x.shape
         shape = (batch, tokens, self.num_heads, self.head_dim)
         q = self.q_proj(x).view(shape).transpose(1, 2)
@@ -67,10 +69,27 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(shape).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        dropout = self.dropout if self.training else 0.0
+        if need_weights:
+            out, weights = explicit_attention(q, k, v, attn_mask, dropout)
+            return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, dim)), weights
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
         return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None,
+                       dropout: float) -> tuple[Tensor, Tensor]:
+    """softmax(q k^T / sqrt(d)) v with the weights returned; `attn_mask` is boolean, True = may attend.
+
+    The softmax runs in float32 and the weights are returned after dropout, as transformers' eager
+    attention does.
+    """
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    weights = F.dropout(weights, p=dropout, training=dropout > 0)
+    return torch.matmul(weights, v), weights
 
 
 class Mlp(nn.Module):
@@ -160,7 +179,13 @@ class Block(nn.Module):
         self.layer_scale2 = LayerScale(dim, config.layerscale_value)
         self.drop_path = DropPath(config.drop_path_rate)
 
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None,
-                rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        x = x + self.drop_path(self.layer_scale1(self.attention(self.norm1(x), attn_mask, rope)))
-        return x + self.drop_path(self.layer_scale2(self.mlp(self.norm2(x))))
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, rope: tuple[Tensor, Tensor] | None = None,
+                need_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """The block's output; with `need_weights`, also its attention weights."""
+        if need_weights:
+            attended, weights = self.attention(self.norm1(x), attn_mask, rope, need_weights=True)
+        else:
+            attended = self.attention(self.norm1(x), attn_mask, rope)
+        x = x + self.drop_path(self.layer_scale1(attended))
+        x = x + self.drop_path(self.layer_scale2(self.mlp(self.norm2(x))))
+        return (x, weights) if need_weights else x
