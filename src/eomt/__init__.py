@@ -1,33 +1,43 @@
-"""eomt: the Encoder-only Mask Transformer as a package."""
+"""eomt: the Encoder-only Mask Transformer as a package.
 
-from .checkpoints import CheckpointError
-from .config import ConfigError, EomtConfig
-from .modeling.eomt import EomtDinov3ForUniversalSegmentation, EomtForUniversalSegmentation, EomtOutput
-from .processing import AutoImageProcessor, EomtImageProcessor, EomtImageProcessorFast, ImageError
+Every public name is imported on first use (PEP 562), so `import eomt` and `eomt --help` do not pay for
+torch; `from eomt import EomtForUniversalSegmentation` works as usual.
+"""
 
-__all__ = [
-    "AutoImageProcessor",
-    "CheckpointError",
-    "ConfigError",
-    "EomtConfig",
-    "EomtDinov3ForUniversalSegmentation",
-    "EomtForUniversalSegmentation",
-    "EomtImageProcessor",
-    "EomtImageProcessorFast",
-    "EomtOutput",
-    "ImageError",
-]
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_LAZY = {
+    "CheckpointError": ".checkpoints.errors",
+    "ConfigError": ".config",
+    "EomtConfig": ".config",
+    "EomtDinov3ForUniversalSegmentation": ".modeling.eomt",
+    "EomtForUniversalSegmentation": ".modeling.eomt",
+    "EomtOutput": ".modeling.eomt",
+    "AutoImageProcessor": ".processing",
+    "EomtImageProcessor": ".processing",
+    "EomtImageProcessorFast": ".processing",
+    "ImageError": ".processing",
+    "evaluate": ".evaluation.runner",
+    "evaluate_predictions": ".evaluation.runner",
+    "Segmenter": ".predictor",
+}
+
+__all__ = sorted(n for n in _LAZY if n not in ("evaluate", "evaluate_predictions", "Segmenter"))
 
 
 def __getattr__(name: str):
-    """Heavier entry points, imported on first use."""
-    if name in ("evaluate", "evaluate_predictions"):
-        from .evaluation import runner
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eomt' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
-        return getattr(runner, name)
-    if name == "Segmenter":
-        from .predictor import Segmenter
 
-        return Segmenter
-    raise AttributeError(f"module 'eomt' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -8,10 +8,16 @@ from pathlib import Path
 
 from . import __version__
 from .checkpoints.errors import CheckpointError
-from .config import ConfigError
-from .training.recipe import TrainingError
+from .cli_checks import OneLineParser, device_name, non_negative_int, positive_int, probability
+
+# Heavy modules (torch and everything built on it) are imported inside each command, so that
+# `eomt --help` and argument errors answer at once.
 
 DEFAULT_MODEL = "tue-mps/coco_panoptic_eomt_large_640"
+# The choices of `eomt eval --dataset`; equal to eomt.data.DATASET_KINDS (a test checks), kept here so that
+# building the parser does not import the readers (and torch).
+DATASET_KINDS = ("coco_panoptic", "coco_instance", "ade20k_semantic", "ade20k_panoptic", "cityscapes_semantic",
+                 "custom")
 
 
 def _parse_override(text: str) -> tuple[str, object]:
@@ -66,13 +72,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    """Any supported checkpoint -> a transformers-format directory (config.json + model.safetensors)."""
-    from .modeling.eomt import EomtForUniversalSegmentation
+    """Any supported checkpoint -> a transformers-format directory (config.json + model.safetensors, and the
+    source's preprocessor_config.json); the folder is written whole or not at all."""
+    from .convert_job import convert
 
-    overrides = dict(args.set or [])
-    model = EomtForUniversalSegmentation.from_pretrained(args.source, **overrides)
-    model.save_pretrained(args.out)
-    print(f"wrote {args.out}/config.json and {args.out}/model.safetensors")
+    written = convert(args.source, args.out, dict(args.set or []), overwrite=args.overwrite)
+    print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 
 
@@ -81,9 +86,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import time
 
     from . import predict_job
+    from .cli_checks import check_device
+    from .output_dirs import check_writable_dir
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_writable_dir(args.out)
+    check_device(args.device)
     start = time.perf_counter()
     try:
         report = predict_job.run(args.sources, args.model, args.task, Path(args.out), args.device, args.batch_size,
@@ -102,16 +109,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a model on a dataset, or score prediction files that already exist."""
+    from .cli_checks import check_device
     from .evaluation.report import format_table
-    from .evaluation.runner import evaluate, evaluate_predictions
+    from .evaluation.runner import evaluate, evaluate_predictions, strict_json
+    from .output_dirs import check_writable_dir
 
+    if args.out:
+        check_writable_dir(args.out)
+    check_device(args.device)
     if args.predictions:
         result = evaluate_predictions(args.predictions, args.data, args.dataset, task=args.task, split=args.split)
         if args.out:
             from .io_utils import write_json_atomic
 
             Path(args.out).mkdir(parents=True, exist_ok=True)
-            write_json_atomic(Path(args.out) / "metrics.json", result)
+            write_json_atomic(Path(args.out) / "metrics.json", strict_json(result))
     else:
         try:
             result = evaluate(args.model, args.data, args.dataset, task=args.task, split=args.split,
@@ -125,8 +137,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train or fine-tune with a recipe; the final model lands in OUT/final (transformers format)."""
-    from .training.recipe import load_recipe
-    from .training.trainer import Trainer
+    from .training.recipe import TrainingError, load_recipe
+    from .training.run_folder import prepare_run_folder
 
     overrides = list(args.overrides)
     if args.data:
@@ -134,6 +146,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append(f"train.out={args.out}")
     recipe = load_recipe(args.recipe, overrides)
+    if not recipe.data.path:
+        raise TrainingError("no data path: pass --data PATH or set data.path in the recipe")
+    if not Path(recipe.data.path).exists():
+        raise TrainingError(f"{recipe.data.path}: dataset path does not exist (--data / data.path)")
+    prepare_run_folder(recipe.train.out, resume=args.resume, overwrite=args.overwrite)
+    from .training.trainer import Trainer
+
     summary = Trainer(recipe, progress=not args.quiet).fit(resume=args.resume)
     if summary["final"]:
         best = summary["best"]
@@ -146,13 +165,14 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     """Write the synthetic shapes dataset (COCO panoptic layout) for the offline quick start."""
     from .training.synthetic import make_synthetic_dataset
 
-    root = make_synthetic_dataset(args.out, num_train=args.train, num_val=args.val, seed=args.seed)
+    root = make_synthetic_dataset(args.out, num_train=args.train, num_val=args.val, seed=args.seed,
+                                  overwrite=args.overwrite)
     print(f"wrote {args.train} train and {args.val} val images to {root} (COCO panoptic layout)")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="eomt", description="EoMT: Encoder-only Mask Transformer segmentation models.")
     parser.add_argument("--version", action="version", version=f"eomt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -172,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("out", metavar="OUT", help="output directory (created if missing)")
     convert.add_argument("--set", metavar="KEY=VALUE", type=_parse_override, action="append",
                          help="config override, e.g. --set num_attention_heads=6 (repeatable)")
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT when it already holds files")
     convert.set_defaults(func=cmd_convert)
 
     predict = sub.add_parser(
@@ -190,16 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--task", "-t", choices=["semantic", "instance", "panoptic"],
                          help="default: the checkpoint's task")
     predict.add_argument("--out", "-o", default="predictions", help="output directory (default: predictions)")
-    predict.add_argument("--device", "-d", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    predict.add_argument("--device", "-d", type=device_name,
+                         help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     predict.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                          help="model precision (default: float32)")
-    predict.add_argument("--batch-size", "-b", type=int, default=1, help="images per forward pass (default: 1)")
-    predict.add_argument("--threshold", type=float, default=0.8,
+    predict.add_argument("--batch-size", "-b", type=positive_int, default=1,
+                         help="images per forward pass (default: 1)")
+    predict.add_argument("--threshold", type=probability, default=0.8,
                          help="minimum segment score for instance / panoptic (default: 0.8)")
     predict.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
-
-    from .data.registry import DATASET_KINDS
 
     evaluation = sub.add_parser(
         "eval", help="compute mIoU / PQ / mask AP on a dataset",
@@ -217,10 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="default: the dataset's task")
     evaluation.add_argument("--split", default="val", help="dataset split (default: val)")
     evaluation.add_argument("--out", "-o", help="write metrics.json (and, with --model, the prediction files) here")
-    evaluation.add_argument("--device", "-d", help="cpu, cuda, ... (default: cuda when available)")
+    evaluation.add_argument("--device", "-d", type=device_name, help="cpu, cuda, ... (default: cuda when available)")
     evaluation.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32")
-    evaluation.add_argument("--batch-size", "-b", type=int, default=1, help="images per forward pass (default: 1)")
-    evaluation.add_argument("--limit", type=int, help="evaluate the first N images only")
+    evaluation.add_argument("--batch-size", "-b", type=positive_int, default=1,
+                            help="images per forward pass (default: 1)")
+    evaluation.add_argument("--limit", type=positive_int, help="evaluate the first N images only")
     evaluation.add_argument("--per-class", action="store_true", help="also print the per-class metric")
     evaluation.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     evaluation.set_defaults(func=cmd_eval)
@@ -240,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", "-r", required=True, help="preset name or YAML file")
     train.add_argument("--data", help="dataset root (sets data.path)")
     train.add_argument("--out", "-o", help="run directory (sets train.out)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt (which must exist)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start afresh in a run folder that holds an earlier run (its checkpoints are removed)")
     train.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     train.set_defaults(func=cmd_train)
@@ -249,23 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Write a small synthetic panoptic dataset (shapes over textured stuff, "
                                            "COCO panoptic layout) to OUT.")
     synthetic.add_argument("out", metavar="OUT")
-    synthetic.add_argument("--train", type=int, default=300, help="training images (default: 300)")
-    synthetic.add_argument("--val", type=int, default=50, help="validation images (default: 50)")
-    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--train", type=non_negative_int, default=300, help="training images (default: 300)")
+    synthetic.add_argument("--val", type=non_negative_int, default=50, help="validation images (default: 50)")
+    synthetic.add_argument("--seed", type=non_negative_int, default=0)
+    synthetic.add_argument("--overwrite", action="store_true", help="replace OUT when it already holds files")
     synthetic.set_defaults(func=cmd_synthetic)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 success, 1 an error (one line on stderr), 2 a usage error, 130 interrupted."""
+    from .cli_errors import run_command
+
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (CheckpointError, ConfigError, FileNotFoundError, ValueError, TrainingError) as exc:
-        print(f"eomt {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.command, args.func, args)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,11 @@ class EomtConfig:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        from .config_checks import check_field_types
+
+        problem = check_field_types({f.name: getattr(self, f.name) for f in fields(self)})
+        if problem is not None:
+            raise ConfigError(problem)
         if self.model_type not in MODEL_TYPES:
             raise ConfigError(f"unknown model_type {self.model_type!r} (expected one of {', '.join(MODEL_TYPES)})")
         if self.key_bias is None:
@@ -208,7 +213,7 @@ class EomtConfig:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ConfigError(f"{path}: cannot read config ({exc})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: config must be a JSON object")

@@ -1,6 +1,14 @@
 """Reading and writing EoMT checkpoints in every format users hold."""
 
-from .backbone_init import build_from_backbone, resample_patch_embed
 from .errors import CheckpointError
 
 __all__ = ["CheckpointError", "build_from_backbone", "resample_patch_embed"]
+
+
+def __getattr__(name: str):
+    """The backbone initialisers import torch: only on first use."""
+    if name in ("build_from_backbone", "resample_patch_embed"):
+        from . import backbone_init
+
+        return getattr(backbone_init, name)
+    raise AttributeError(f"module 'eomt.checkpoints' has no attribute {name!r}")

@@ -31,6 +31,8 @@ def read_tensors(path: str | os.PathLike) -> dict[str, object]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is None and re.search(r"Unsupported operand|invalid load key", str(exc)):
+            raise CheckpointError(f"{path}: truncated or not a checkpoint (not a pickle of tensors)") from None
         what = f" ({found[1]})" if found else ""
         raise CheckpointError(f"{path}: refused to load, it holds objects other than plain tensors{what}") from None
     except Exception as exc:  # garbage bytes make the unpickler fail in many ways (EOFError, IndexError, ...)

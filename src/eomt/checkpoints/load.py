@@ -15,6 +15,7 @@ from .errors import CheckpointError
 from .io import read_tensors, tensors_only
 from .resolve import resolve_file, resolve_weights
 from .transformers_format import from_transformers
+from .weight_checks import check_config_against_weights
 
 # Buffers derived from the config or the training state, filled in when a file lacks them.
 OPTIONAL_BUFFERS = ("criterion.empty_weight", "attn_mask_probs")
@@ -102,6 +103,7 @@ def load_model(source: str | os.PathLike, reinit_class_head: bool = False, **ove
         except ConfigError as exc:
             raise CheckpointError(str(exc)) from None
         state_dict = from_transformers(_read_weights(resolve_weights(source)), config)
+    check_config_against_weights(config, state_dict, str(source), class_head=not reinit_class_head)
     model = EomtForUniversalSegmentation(config)
     if reinit_class_head:
         fresh = model.state_dict()

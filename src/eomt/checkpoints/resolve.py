@@ -79,7 +79,7 @@ def resolve_weights(source: str | os.PathLike) -> list[Path]:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (ValueError, KeyError, TypeError) as exc:
             raise CheckpointError(f"{index}: not a valid safetensors index ({exc})") from None
-        shards = sorted(set(weight_map.values()))
+        shards = _shard_names(weight_map, index)
         if Path(source).is_dir():
             return [resolve_file(source, name) for name in shards]
         return [index.parent / name if (index.parent / name).exists() else resolve_file(source, name)
@@ -88,3 +88,18 @@ def resolve_weights(source: str | os.PathLike) -> list[Path]:
     if legacy is not None:
         return [legacy]
     raise CheckpointError(f"{source}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+def _shard_names(weight_map: object, index: Path) -> list[str]:
+    """The shard file names of an index's `weight_map`: plain file names inside the model folder."""
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index}: weight_map must be a non-empty object of tensor name -> shard file")
+    names = set()
+    for key, name in weight_map.items():
+        if not isinstance(name, str) or not name:
+            raise CheckpointError(f"{index}: weight_map[{key!r}] must be a shard file name, got {name!r}")
+        parts = Path(name).parts
+        if Path(name).is_absolute() or ".." in parts or len(parts) != 1 or not name.endswith(".safetensors"):
+            raise CheckpointError(f"{index}: shard {name!r} is not a .safetensors file inside the model folder")
+        names.add(name)
+    return sorted(names)

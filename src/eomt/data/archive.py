@@ -206,8 +206,10 @@ class _ZipSource(_Source):
         return [name for name in self.members() if name.startswith(start)]
 
     def read(self, rel: str) -> bytes:
+        info = self.members()[rel]
+        check_member_size(info, self.location(rel))
         try:
-            return self.zip().read(self.members()[rel].filename)
+            return self.zip().read(info.filename)
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
             raise DatasetError(f"{self.location(rel)}: cannot read from the zip archive ({exc})") from None
 
@@ -217,6 +219,21 @@ class _ZipSource(_Source):
     def top_dirs(self) -> list[str]:
         self.members()
         return sorted(d for d in self._dirs if "/" not in d)
+
+
+# A zip member is read into memory only when its declared size is plausible: deflate reaches ~1000:1 on
+# constant data (a zip bomb), while real images and annotation JSON stay far below MAX_RATIO. Python's
+# zipfile never returns more than the declared size, so checking it bounds the memory used.
+MAX_RATIO = 200
+RATIO_CHECKED_ABOVE = 64 << 20
+MAX_MEMBER_BYTES = 16 << 30
+
+
+def check_member_size(info: zipfile.ZipInfo, where: str) -> None:
+    """Refuse a member whose uncompressed size is absurd, or far larger than its compressed size."""
+    size, packed = info.file_size, max(info.compress_size, 1)
+    if size > MAX_MEMBER_BYTES or (size > RATIO_CHECKED_ABOVE and size > MAX_RATIO * packed):
+        raise DatasetError(f"{where}: refused, it would expand from {packed} to {size} bytes (a zip bomb?)")
 
 
 class Tree:
@@ -338,6 +355,8 @@ class Tree:
                                f"column {exc.colno})") from None
         except UnicodeDecodeError:
             raise DatasetError(f"{self.location(relpath)}: invalid JSON (not UTF-8 text)") from None
+        except RecursionError:
+            raise DatasetError(f"{self.location(relpath)}: invalid JSON (nested too deeply)") from None
 
     def open_image(self, relpath: str, mode: str | None = "RGB") -> Image.Image:
         """Decode an image. `mode="RGB"` converts any mode to RGB; `mode=None` keeps the stored mode

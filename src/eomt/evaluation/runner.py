@@ -8,6 +8,7 @@ the JSON files (the COCO convention), so `evaluate_predictions` reads them back 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -71,6 +72,7 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
     task = task or ds.info.task
     segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
         model, device=device, dtype=dtype, task=task)
+    check_classes(segmenter, ds.info, str(model) if not isinstance(model, Segmenter) else "the model")
     metric = make_metric(task, ds.info)
     count = len(ds) if limit is None else min(limit, len(ds))
     out_dir = Path(out) if out is not None else None
@@ -92,8 +94,29 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
     metric.sync()
     result = _result(task, ds, split, count, metric.compute())
     if out_dir is not None:
-        write_json_atomic(out_dir / "metrics.json", result)
+        write_json_atomic(out_dir / "metrics.json", strict_json(result))
     return result
+
+
+def check_classes(segmenter, info, source: str) -> None:
+    """A model must predict the dataset's classes: with another class count its ids mean other things."""
+    num_labels = segmenter.model.config.num_labels
+    if num_labels != len(info.class_names):
+        raise DatasetError(f"{source}: the model predicts {num_labels} classes, the {info.name} dataset has "
+                           f"{len(info.class_names)}; evaluate a model trained (or fine-tuned) on these classes")
+
+
+def strict_json(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, so that it is strict JSON (null, not NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (np.floating, torch.Tensor)) and np.size(value) == 1:
+        return strict_json(float(value))
+    return value
 
 
 def _from_prediction(result) -> dict[str, Any]:
@@ -112,7 +135,7 @@ def _from_prediction(result) -> dict[str, Any]:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DatasetError(f"{path}: cannot read prediction file ({exc})") from None
 
 
@@ -121,27 +144,51 @@ def _read_prediction(task: str, directory: Path, stem: str, to_contiguous) -> di
 
     png, js = directory / f"{stem}.png", directory / f"{stem}.json"
     if task == "semantic":
-        return {"segmentation": torch.from_numpy(np.array(Image.open(png)).astype(np.int64))}
+        return {"segmentation": torch.from_numpy(_read_png(png).astype(np.int64))}
     if task == "panoptic":
         info = _read_json(js)
         segments = info.get("segments_info") if isinstance(info, dict) else None
-        if segments is None:
-            raise DatasetError(f"{js}: no 'segments_info' field")
-        ids = torch.from_numpy(rgb_to_panoptic(Image.open(png), raw=True).astype(np.int64))
+        if not isinstance(segments, list):
+            raise DatasetError(f"{js}: no 'segments_info' list")
+        if png.is_dir() or not png.exists():
+            raise DatasetError(f"{png}: not a PNG file")
+        try:
+            ids = torch.from_numpy(rgb_to_panoptic(Image.open(png), raw=True).astype(np.int64))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DatasetError(f"{png}: not a readable panoptic PNG ({exc})") from None
         try:
             segments = [{"id": int(s["id"]), "label_id": to_contiguous(int(s["category_id"]))} for s in segments]
         except KeyError as exc:
             raise DatasetError(f"{js}: a segment lacks field {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"{js}: a segment has an invalid id or category_id ({exc})") from None
         return {"segmentation": ids, "segments_info": segments}
     entries = _read_json(js)
-    if not isinstance(entries, list):
-        raise DatasetError(f"{js}: expected a list of COCO results")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise DatasetError(f"{js}: expected a list of COCO results (objects)")
     try:
-        return {"masks": [e["segmentation"] for e in entries],
+        masks = [e["segmentation"] for e in entries]
+        for mask in masks:
+            if not (isinstance(mask, dict) and isinstance(mask.get("size"), list) and "counts" in mask):
+                raise DatasetError(f"{js}: a result's segmentation is not an RLE ({{'size': [h, w], 'counts': ...}})")
+        return {"masks": masks,
                 "labels": torch.tensor([to_contiguous(int(e["category_id"])) for e in entries], dtype=torch.long),
                 "scores": torch.tensor([float(e["score"]) for e in entries], dtype=torch.float32)}
     except KeyError as exc:
         raise DatasetError(f"{js}: a result lacks field {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"{js}: a result has an invalid category_id or score ({exc})") from None
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """A label-map PNG as an array; unreadable files and folders named like files name the path."""
+    if path.is_dir() or not path.exists():
+        raise DatasetError(f"{path}: not a PNG file")
+    try:
+        with Image.open(path) as image:
+            return np.array(image)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DatasetError(f"{path}: not a readable PNG ({exc})") from None
 
 
 def evaluate_predictions(predictions: str | os.PathLike, data: str | os.PathLike, dataset: str,
@@ -162,6 +209,12 @@ def evaluate_predictions(predictions: str | os.PathLike, data: str | os.PathLike
                            + (f" ({len(strangers) - 1} more)" if len(strangers) > 1 else ""))
     if not files:
         raise DatasetError(f"{directory}: no {suffix} prediction files for {ds.info.name} {split}")
+    missing = sorted(set(stems) - {p.stem for p in files})
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise DatasetError(f"{directory}: predictions cover {len(files)} of the {len(stems)} images of "
+                           f"{ds.info.name} {split}; {len(missing)} missing ({shown}); scoring a subset would "
+                           "give a number that is not the dataset's")
     for path in files:
         index = stems[path.stem]
         sample = ds[index]

@@ -99,7 +99,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, yaml.YAMLError, RecursionError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RecipeError(f"{path}: cannot read recipe ({reason})") from None
     if not isinstance(data, dict):
@@ -114,7 +114,10 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _resolve(name_or_file: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+def _resolve(name_or_file: str | os.PathLike, chain: tuple[Path, ...] = ()) -> tuple[Path, dict[str, Any]]:
+    if not isinstance(name_or_file, (str, os.PathLike)) or not str(name_or_file):
+        raise RecipeError(f"{chain[-1] if chain else 'recipe'}: base must name a preset or a file, "
+                          f"got {name_or_file!r}")
     path = Path(name_or_file)
     if not path.is_file():
         candidate = RECIPES_DIR / f"{name_or_file}.yaml"
@@ -122,10 +125,13 @@ def _resolve(name_or_file: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
             raise RecipeError(f"no recipe file or preset named {str(name_or_file)!r}; presets: "
                               + ", ".join(available_recipes()))
         path = candidate
+    if path.resolve() in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path.resolve()))
+        raise RecipeError(f"{path}: base recipes form a cycle ({cycle})")
     data = _read_yaml(path)
     parent = data.pop("base", None)  # a recipe may extend another preset
     if parent is not None:
-        _, base = _resolve(parent)
+        _, base = _resolve(parent, (*chain, path.resolve()))
         data = _merge(base, data)
     return path, data
 
@@ -161,13 +167,7 @@ def _build_section(cls, values: dict[str, Any], where: str):
     if unknown:
         raise RecipeError(f"{where}: unknown key {where.split(':')[-1].strip()}.{unknown[0]} "
                           f"(known: {', '.join(known)})")
-    section = cls(**values)
-    for name, f in known.items():  # light type checks on what YAML may get wrong
-        value = getattr(section, name)
-        if f.default is not dataclasses.MISSING and isinstance(f.default, (int, float)) and not isinstance(
-                f.default, bool) and value is not None and not isinstance(value, (int, float)):
-            raise RecipeError(f"{where}: {name} must be a number, got {value!r}")
-    return section
+    return cls(**values)  # values are checked by recipe_checks.check_recipe_values
 
 
 def load_recipe(name_or_file: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
@@ -179,6 +179,9 @@ def load_recipe(name_or_file: str | os.PathLike, overrides: list[str] | None = N
         raise RecipeError(f"{path}: unknown section {unknown[0]!r} (known: name, model, data, train)")
     sections = {name: _build_section(cls, data.get(name) or {}, f"{path}: {name}") for name, cls in _SECTIONS.items()}
     recipe = Recipe(name=str(data.get("name", path.stem)), **sections)
+    from .recipe_checks import check_recipe_values
+
+    check_recipe_values(recipe, str(path))
     validate(recipe)
     return recipe
 

@@ -288,12 +288,13 @@ def _write_split(root: Path, split: str, split_index: int, count: int, height: i
 
 
 def make_synthetic_dataset(root: str | os.PathLike, num_train: int = 200, num_val: int = 50,
-                           size: int | tuple[int, int] = (128, 128), seed: int = 0) -> Path:
+                           size: int | tuple[int, int] = (128, 128), seed: int = 0, overwrite: bool = False) -> Path:
     """Write a synthetic COCO-panoptic dataset with splits "train" and "val" under ``root``; return ``root``.
 
     Args:
-        root: output folder, created if missing; files of the same names are overwritten (other files
-            are left alone).
+        root: output folder, created if missing. A folder that already holds files is refused unless
+            ``overwrite``, which replaces it whole. The dataset is written into a hidden sibling folder and
+            moved into place when complete, so an interrupted run leaves ``root`` as it was.
         num_train: number of training images (>= 0).
         num_val: number of validation images (>= 0).
         size: image size ``(height, width)``, or one int for square images; each side at least 16.
@@ -317,7 +318,10 @@ def make_synthetic_dataset(root: str | os.PathLike, num_train: int = 200, num_va
             raise ValueError(f"{label} must be a non-negative int, got {count!r}")
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    root = Path(root)
-    for split_index, (split, count) in enumerate(zip(SPLITS, (num_train, num_val), strict=True)):
-        _write_split(root, split, split_index, int(count), height, width, int(seed))
+    from eomt.output_dirs import check_new_output, staged_directory
+
+    root = check_new_output(root, overwrite, "files", option="synthetic dataset folder")
+    with staged_directory(root) as staging:
+        for split_index, (split, count) in enumerate(zip(SPLITS, (num_train, num_val), strict=True)):
+            _write_split(staging, split, split_index, int(count), height, width, int(seed))
     return root
