@@ -30,32 +30,28 @@ def check_config_against_weights(config, state_dict: dict[str, Tensor], source: 
     must match the tensors of `state_dict` (in this package's naming)."""
     check_dtypes(state_dict, source)
 
-    def differ(what: str, in_config, in_weights) -> None:
-        raise CheckpointError(f"{source}: the config says {what} {in_config}, the weights have {in_weights}")
+    def count_differs(what: str, in_config, in_weights) -> None:
+        raise CheckpointError(f"{source}: the weights have {in_weights}, the config says {what} {in_config}")
 
+    def check(key: str, expected: tuple[int, ...], what: str) -> None:
+        tensor = state_dict.get(key)
+        if tensor is not None and tuple(tensor.shape) != expected:
+            raise CheckpointError(f"{source}: tensor {key!r} has shape {tuple(tensor.shape)}, the model expects "
+                                  f"{expected} (the config says {what})")
+
+    hidden = config.hidden_size
     layers = {int(m[1]) for k in state_dict if (m := _LAYER.match(k))}
     if layers and len(layers) != config.num_hidden_layers:
-        differ("num_hidden_layers", config.num_hidden_layers, len(layers))
-    patch = state_dict.get("embeddings.patch_embeddings.projection.weight")
-    if patch is not None and patch.ndim == 4:
-        if patch.shape[0] != config.hidden_size:
-            differ("hidden_size", config.hidden_size, patch.shape[0])
-        if patch.shape[1] != config.num_channels:
-            differ("num_channels", config.num_channels, patch.shape[1])
-        if tuple(patch.shape[2:]) != (config.patch_size, config.patch_size):
-            differ("patch_size", config.patch_size, tuple(patch.shape[2:]))
-    query = state_dict.get("query.weight")
-    if query is not None and query.shape[0] != config.num_queries:
-        differ("num_queries", config.num_queries, query.shape[0])
-    registers = state_dict.get("embeddings.register_tokens")
-    if registers is not None and registers.ndim == 3 and registers.shape[1] != config.num_register_tokens:
-        differ("num_register_tokens", config.num_register_tokens, registers.shape[1])
+        count_differs("num_hidden_layers", config.num_hidden_layers, f"{len(layers)} layers")
+    check("embeddings.patch_embeddings.projection.weight",
+          (hidden, config.num_channels, config.patch_size, config.patch_size),
+          f"hidden_size {hidden}, num_channels {config.num_channels}, patch_size {config.patch_size}")
+    check("query.weight", (config.num_queries, hidden), f"num_queries {config.num_queries}, hidden_size {hidden}")
+    check("embeddings.register_tokens", (1, config.num_register_tokens, hidden),
+          f"num_register_tokens {config.num_register_tokens}")
     upscale = {int(m[1]) for k in state_dict if (m := _UPSCALE.match(k))}
     if upscale and len(upscale) != config.num_upscale_blocks:
-        differ("num_upscale_blocks", config.num_upscale_blocks, len(upscale))
-    probs = state_dict.get("attn_mask_probs")
-    if probs is not None and probs.shape != (config.num_blocks,):
-        differ("num_blocks", config.num_blocks, tuple(probs.shape))
-    classes = state_dict.get("class_predictor.weight")
-    if class_head and classes is not None and classes.shape[0] != config.num_labels + 1:
-        differ("num_labels", config.num_labels, f"{classes.shape[0] - 1} (+ no-object)")
+        count_differs("num_upscale_blocks", config.num_upscale_blocks, f"{len(upscale)} upscale blocks")
+    check("attn_mask_probs", (config.num_blocks,), f"num_blocks {config.num_blocks}")
+    if class_head:
+        check("class_predictor.weight", (config.num_labels + 1, hidden), f"num_labels {config.num_labels}")
