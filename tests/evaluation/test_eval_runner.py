@@ -158,7 +158,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, case, capsys):
     elif case == "empty_dir":
         expect = "no .png prediction files"
     else:
-        Image.new("RGB", (96, 64)).save(preds / f"{STEMS[0]}.png")
+        for stem in STEMS:  # every image has its files (a partial set is refused first), the first is broken
+            Image.new("RGB", (96, 64)).save(preds / f"{stem}.png")
+            (preds / f"{stem}.json").write_text(json.dumps({"segments_info": []}))
         (preds / f"{STEMS[0]}.json").write_text("{broken")
         expect = f"{STEMS[0]}.json: cannot read prediction file"
     assert main(args) == 1
