@@ -94,7 +94,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         report = predict_job.run(args.sources, args.model, args.task, Path(args.out), args.device, args.batch_size,
-                                 args.threshold, dtype=args.dtype, progress=not args.quiet)
+                                 args.threshold, dtype=args.dtype, progress=not args.quiet, backend=args.backend,
+                                 compile=args.compile)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc} (--model PATH)") from None
     seconds = time.perf_counter() - start
@@ -128,7 +129,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         try:
             result = evaluate(args.model, args.data, args.dataset, task=args.task, split=args.split,
                               batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
-                              limit=args.limit, progress=not args.quiet)
+                              limit=args.limit, progress=not args.quiet, backend=args.backend, compile=args.compile)
         except CheckpointError as exc:
             raise CheckpointError(f"{exc} (--model PATH)") from None
     print(format_table(result, per_class=args.per_class))
@@ -169,6 +170,14 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
                                   overwrite=args.overwrite)
     print(f"wrote {args.train} train and {args.val} val images to {root} (COCO panoptic layout)")
     return 0
+
+
+def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                        help="torch (default) or onnxruntime: --model is then an `eomt export` directory, or "
+                             "any model, exported once into the cache (needs pip install 'eomt[onnx]')")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the torch model through torch.compile (max-autotune on CUDA)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="model precision (default: float32)")
     predict.add_argument("--batch-size", "-b", type=positive_int, default=1,
                          help="images per forward pass (default: 1)")
+    _add_runtime_arguments(predict)
     predict.add_argument("--threshold", type=probability, default=0.8,
                          help="minimum segment score for instance / panoptic (default: 0.8)")
     predict.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -242,10 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32")
     evaluation.add_argument("--batch-size", "-b", type=positive_int, default=1,
                             help="images per forward pass (default: 1)")
+    _add_runtime_arguments(evaluation)
     evaluation.add_argument("--limit", type=positive_int, help="evaluate the first N images only")
     evaluation.add_argument("--per-class", action="store_true", help="also print the per-class metric")
     evaluation.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     evaluation.set_defaults(func=cmd_eval)
+
+    from .export import add_export_parser
+
+    add_export_parser(sub, DEFAULT_MODEL)
 
     from .training.recipe import available_recipes
 

@@ -90,7 +90,8 @@ def write_result(result, image: Image.Image, stem: str, out_dir: Path, source: P
 
 
 def run(sources: list[str], model: str, task: str | None, out_dir: Path, device: str | None, batch_size: int,
-        threshold: float, dtype: str | None = None, progress: bool = True) -> JobReport:
+        threshold: float, dtype: str | None = None, progress: bool = True, backend: str = "torch",
+        compile: bool = False) -> JobReport:
     """Segment every image of `sources`, writing results to `out_dir`; never stops on one bad image."""
     from tqdm import tqdm
 
@@ -102,7 +103,8 @@ def run(sources: list[str], model: str, task: str | None, out_dir: Path, device:
     report.failed.extend(problems)
     if not paths:
         return report
-    segmenter = Segmenter.from_pretrained(model, device=device, dtype=dtype, task=task)
+    segmenter = Segmenter.from_pretrained(model, device=device, dtype=dtype, task=task, backend=backend,
+                                          compile=compile)
     out_dir.mkdir(parents=True, exist_ok=True)
     stems = output_stems(paths)
     bar = tqdm(total=len(paths), unit="img", desc=f"eomt predict ({segmenter.task})", disable=not progress,

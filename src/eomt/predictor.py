@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from .processing.image_io import load_image, to_rgb_pil
 from .processing.image_processor import EomtImageProcessor
 
 TASKS = ("semantic", "instance", "panoptic")
+BACKENDS = ("torch", "onnxruntime")
 DEFAULT_MODEL = "tue-mps/coco_panoptic_eomt_large_640"
 COCO_PANOPTIC_THINGS = 80  # contiguous COCO panoptic ids: 80 things, then 53 stuff classes
 
@@ -100,13 +102,25 @@ def _areas_and_boxes(segment_map: Tensor, ids: list[int]) -> tuple[list[int], li
 
 
 class Segmenter:
-    """A model, its processor and the task, ready to segment images."""
+    """A model, its processor and the task, ready to segment images.
+
+    `model` is an `EomtForUniversalSegmentation` or an `OnnxRuntimeModel` (an exported file run by
+    onnxruntime). `compile=True` runs a torch model through `torch.compile` (mode max-autotune on
+    CUDA; one static graph per input size, and inputs take few sizes: padded or sliding windows).
+    """
 
     def __init__(self, model: EomtForUniversalSegmentation, processor: EomtImageProcessor, task: str = "panoptic",
-                 stuff_classes: Iterable[int] | None = None) -> None:
+                 stuff_classes: Iterable[int] | None = None, compile: bool = False) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})")
         self.model = model.eval()
+        self._forward = self.model
+        if compile:
+            if not isinstance(model, torch.nn.Module):
+                raise ValueError("compile=True applies to the torch backend only")
+            self.model.mask_probs()  # read once, outside the graph
+            mode = "max-autotune" if self.model.device.type == "cuda" else None
+            self._forward = torch.compile(self.model, mode=mode, dynamic=False)
         self.task = task
         self.id2label = dict(model.config.id2label)
         self.stuff_classes = sorted(set(stuff_classes)) if stuff_classes is not None else default_stuff_classes(
@@ -115,9 +129,21 @@ class Segmenter:
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device | None = None,
-                        dtype: torch.dtype | str | None = None, task: str | None = None,
-                        **config_overrides: Any) -> Segmenter:
-        """Load model and processor; `device` defaults to CUDA when available, `dtype` to float32."""
+                        dtype: torch.dtype | str | None = None, task: str | None = None, backend: str = "torch",
+                        compile: bool = False, **config_overrides: Any) -> Segmenter:
+        """Load model and processor; `device` defaults to CUDA when available, `dtype` to float32.
+
+        `backend="onnxruntime"` runs an exported directory (`eomt export`) given as `source`, or
+        exports `source` once (any input size, `dtype`) into the cache (`$EOMT_CACHE`, else
+        ~/.cache/eomt) and runs that; it needs `pip install 'eomt[onnx]'`.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu")
+        if backend == "onnxruntime":
+            return cls._from_onnx(source, device, dtype, task, compile, config_overrides)
         model = EomtForUniversalSegmentation.from_pretrained(source, **config_overrides)
         try:
             processor = EomtImageProcessor.from_pretrained(source)
@@ -126,12 +152,25 @@ class Segmenter:
         task = task or infer_task(processor, model.config.extra, str(source))
         if processor is None:
             processor = EomtImageProcessor()
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu")
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or torch.float32)
         stuff = processor.extra.get("stuff_classes")  # written by `eomt train`
-        return cls(model.to(device=device, dtype=dtype), processor, task, stuff_classes=stuff)
+        return cls(model.to(device=device, dtype=dtype), processor, task, stuff_classes=stuff, compile=compile)
+
+    @classmethod
+    def _from_onnx(cls, source: str | os.PathLike, device: torch.device, dtype: torch.dtype | str | None,
+                   task: str | None, compile: bool, config_overrides: dict[str, Any]) -> Segmenter:
+        from .export import ONNX_FILE
+        from .onnx_runtime import OnnxRuntimeModel, cached_export
+
+        if compile or config_overrides:
+            raise ValueError("the onnxruntime backend takes no compile=True or config overrides")
+        dtype = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+        exported = Path(source).is_dir() and (Path(source) / ONNX_FILE).exists()
+        directory = Path(source) if exported else cached_export(source, dtype)
+        model = OnnxRuntimeModel(directory, device)
+        processor = EomtImageProcessor.from_pretrained(directory)
+        task = task or infer_task(processor, model.config.extra, str(source))
+        return cls(model, processor, task, stuff_classes=processor.extra.get("stuff_classes"))
 
     @property
     def device(self) -> torch.device:
@@ -167,7 +206,7 @@ class Segmenter:
              post_kwargs: dict[str, Any]) -> list[Prediction]:
         inputs = processor(images, device=self.device)
         sizes = [tuple(_image_hw(im)) for im in images]
-        out = self.model(inputs.pixel_values.to(self.model.dtype), patch_offsets=inputs.get("patch_offsets"))
+        out = self._forward(inputs.pixel_values.to(self.model.dtype), patch_offsets=inputs.get("patch_offsets"))
         out.masks_queries_logits = out.masks_queries_logits.float()
         out.class_queries_logits = out.class_queries_logits.float()
         if task == "semantic":

@@ -57,7 +57,8 @@ def _result(task: str, dataset, split: str, count: int, metrics: dict) -> dict[s
 
 def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = None, split: str = "val",
              batch_size: int = 1, device: str | None = None, dtype: str | None = None,
-             out: str | os.PathLike | None = None, limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+             out: str | os.PathLike | None = None, limit: int | None = None, progress: bool = True,
+             backend: str = "torch", compile: bool = False) -> dict[str, Any]:
     """Segment every image of a dataset with `model` (a source or a Segmenter) and compute the task's metric.
 
     Instance segmentation uses the authors' top-100 mode (no threshold), which AP needs.
@@ -71,7 +72,8 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
     ds = open_dataset(dataset, data, split)
     task = task or ds.info.task
     segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
-        model, device=device, dtype=dtype, task=task)
+        model, device=device, dtype=dtype, task=task, backend=backend,
+        compile=compile)
     check_classes(segmenter, ds.info, str(model) if not isinstance(model, Segmenter) else "the model")
     metric = make_metric(task, ds.info)
     count = len(ds) if limit is None else min(limit, len(ds))

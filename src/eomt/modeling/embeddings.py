@@ -2,7 +2,10 @@
 
 DINOv2 uses learned absolute position embeddings for the patch tokens; for an input whose patch
 grid differs from the trained one they are resampled bicubically (and cached, not recomputed per
-call). DINOv3 uses axial RoPE instead, which works at any grid by construction.
+call). Under torch.compile / torch.export (ONNX) the resample is written as two matrix products
+with the weights of torch's antialiased bicubic filter, computed from the input size inside the
+graph: antialiased bicubic has no ONNX operator, and one graph then serves every input size.
+DINOv3 uses axial RoPE instead, which works at any grid by construction.
 """
 
 from __future__ import annotations
@@ -25,6 +28,52 @@ def resample_position_embeddings(weight: Tensor, old_grid: tuple[int, int], new_
     grid = weight.reshape(1, *old_grid, channels).permute(0, 3, 1, 2).float()
     grid = F.interpolate(grid, size=new_grid, mode="bicubic", align_corners=False, antialias=True)
     return grid.permute(0, 2, 3, 1).reshape(-1, channels).to(weight.dtype)
+
+
+def _aa_cubic(x: Tensor) -> Tensor:
+    """The cubic convolution kernel with a = -0.5, which torch's antialiased bicubic resize uses (as PIL)."""
+    a = -0.5
+    x = x.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return torch.where(x < 1, near, torch.where(x < 2, far, torch.zeros_like(x)))
+
+
+def bicubic_aa_matrix(in_size: int, out_size, device: torch.device | None = None) -> Tensor:
+    """(out_size, in_size) matrix M with M @ v == torch's 1-D antialiased bicubic resize of v (align_corners=False).
+
+    Row i holds the normalised filter weights of output pixel i, exactly as torch computes them
+    (support 2 * max(scale, 1), window [trunc(c - s + 0.5), trunc(c + s + 0.5)) clipped to the input).
+    `out_size` may be a symbolic size: every step is a tensor operation, with no Python branch on it.
+    """
+    f32 = torch.float32
+    out_t = torch.full((), out_size, dtype=f32, device=device)
+    scale = torch.full((), float(in_size), dtype=f32, device=device) / out_t
+    stretch = scale.clamp(min=1.0)  # the filter widens when downsampling (antialiasing)
+    support = 2.0 * stretch
+    centers = (torch.arange(out_size, dtype=f32, device=device) + 0.5) * scale  # (out,)
+    lo = (centers - support + 0.5).floor().clamp(min=0.0)
+    hi = (centers + support + 0.5).floor().clamp(max=float(in_size))
+    j = torch.arange(in_size, dtype=f32, device=device)  # (in,)
+    weights = _aa_cubic((j[None, :] - centers[:, None] + 0.5) / stretch)
+    inside = (j[None, :] >= lo[:, None]) & (j[None, :] < hi[:, None])
+    weights = torch.where(inside, weights, torch.zeros_like(weights))
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def resample_position_embeddings_traceable(weight: Tensor, old_grid: tuple[int, int], new_grid) -> Tensor:
+    """`resample_position_embeddings` as two matrix products; `new_grid` may hold symbolic sizes.
+
+    Equal to the antialiased bicubic resize up to float32 rounding (tests: 1e-6), and the identity
+    at the native grid, so a traced graph needs no size-dependent shortcut.
+    """
+    channels = weight.shape[-1]
+    rows = bicubic_aa_matrix(old_grid[0], new_grid[0], weight.device)
+    cols = bicubic_aa_matrix(old_grid[1], new_grid[1], weight.device)
+    grid = weight.float().reshape(old_grid[0], old_grid[1], channels)
+    grid = torch.einsum("ih,hwc->iwc", rows, grid)
+    grid = torch.einsum("jw,iwc->ijc", cols, grid)
+    return grid.reshape(-1, channels).to(weight.dtype)
 
 
 class PatchEmbeddings(nn.Module):
@@ -59,9 +108,11 @@ class Embeddings(nn.Module):
     def position_embeddings_for(self, grid: tuple[int, int]) -> Tensor:
         """Position embeddings for a patch grid; resampled ones are cached until the weights change."""
         weight = self.position_embeddings.weight
+        if torch.compiler.is_compiling():  # no cache and no shortcut: the graph must hold for every size
+            return resample_position_embeddings_traceable(weight, self.grid_size, grid)
         if grid == self.grid_size:
             return weight
-        if (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling():
+        if torch.is_grad_enabled() and weight.requires_grad:
             return resample_position_embeddings(weight, self.grid_size, grid)
         key = (grid, weight.device, weight.dtype, weight.data_ptr(), weight._version)
         cached = self._pos_cache.get(key)

@@ -92,6 +92,10 @@ class EomtOutput:
         return getattr(self, key) if key in self.keys() else default
 
 
+def _reread_mask_probs(module: EomtForUniversalSegmentation, _incompatible_keys: Any) -> None:
+    module.mask_probs()
+
+
 class EomtForUniversalSegmentation(nn.Module):
     """EoMT for semantic, instance and panoptic segmentation (DINOv2 or DINOv3 backbone)."""
 
@@ -110,6 +114,11 @@ class EomtForUniversalSegmentation(nn.Module):
         self.register_buffer("attn_mask_probs", torch.ones(config.num_blocks))
         self.first_query_block = config.num_hidden_layers - config.num_blocks
         self.gradient_checkpointing = False  # recompute blocks in backward to save activation memory
+        # attn_mask_probs as Python floats, so that the forward decides which blocks mask without a host sync;
+        # re-read only when the buffer changes (see `mask_probs`).
+        self._mask_probs: list[float] = []
+        self._mask_probs_key: tuple | None = None
+        self.register_load_state_dict_post_hook(_reread_mask_probs)
         self.reset_parameters()
 
     @torch.no_grad()
@@ -126,6 +135,44 @@ class EomtForUniversalSegmentation(nn.Module):
         nn.init.trunc_normal_(self.embeddings.cls_token, std=std)
         nn.init.zeros_(self.embeddings.register_tokens)
         self.attn_mask_probs.fill_(1.0)
+        self.mask_probs()
+
+    def mask_probs(self) -> list[float]:
+        """`attn_mask_probs` as Python floats, copied from the device only when the buffer changed.
+
+        A change is seen through the tensor's version counter (bumped by every in-place write:
+        `zero_()`, `fill_()`, `copy_()`, loading) and its storage (`.to()`), so an eval forward
+        costs no host sync. A model built inside `torch.inference_mode()` has no version counter:
+        its buffer is read at every call.
+        """
+        probs = self.attn_mask_probs
+        if probs.is_meta:
+            return self._mask_probs
+        if probs.is_inference():
+            self._mask_probs, self._mask_probs_key = probs.tolist(), None
+            return self._mask_probs
+        key = (probs.data_ptr(), probs._version, probs.device)
+        if key != self._mask_probs_key:
+            self._mask_probs = probs.tolist()
+            self._mask_probs_key = key
+        return self._mask_probs
+
+    def _forward_mask_probs(self) -> list[float] | Tensor:
+        """Python floats where the forward may branch on them, else the buffer itself.
+
+        Under torch.compile / torch.export in eval mode the values last read are used (they are
+        read on loading, on `eval()`, by `mask_probs()` and by every eager forward): after
+        changing the buffer in place, call one of them before compiling. In training the
+        compiled forward takes the buffer as a tensor and every query block masks.
+        """
+        if not torch.compiler.is_compiling():
+            return self.mask_probs()
+        return self.attn_mask_probs if self.training else self._mask_probs
+
+    def train(self, mode: bool = True) -> EomtForUniversalSegmentation:
+        super().train(mode)
+        self.mask_probs()
+        return self
 
     # ---- convenience ---------------------------------------------------------------------------
 
@@ -178,14 +225,18 @@ class EomtForUniversalSegmentation(nn.Module):
         pixel_embed = self.upscale_block(patches)
         return torch.einsum("bqc,bchw->bqhw", mask_embed, pixel_embed), self.class_predictor(queries)
 
-    def _attention_mask(self, mask_logits: Tensor, prob: float, grid: tuple[int, int], num_tokens: int) -> Tensor:
+    def _attention_mask(self, mask_logits: Tensor, prob: float | Tensor, grid: tuple[int, int],
+                        num_tokens: int) -> Tensor:
         """Boolean (B, 1, N, N) mask: query i sees patch j only where its mask logit > 0,
-        unless the query's mask is lifted (probability 1 - prob)."""
+        unless the query's mask is lifted (probability 1 - prob; `prob` may be a 0-d tensor)."""
         batch, num_queries = mask_logits.shape[:2]
         start = num_queries + self.embeddings.num_prefix_tokens
         mask = torch.ones(batch, num_tokens, num_tokens, dtype=torch.bool, device=mask_logits.device)
         on_grid = F.interpolate(mask_logits, size=grid, mode="bilinear").flatten(2) > 0
-        if prob < 1:
+        if isinstance(prob, Tensor):  # traced: no branch on the value; prob 0 lifts every mask
+            lifted = (torch.rand(batch, num_queries, device=mask_logits.device) > prob) | (prob <= 0)
+            on_grid = on_grid | lifted[..., None]
+        elif prob < 1:
             lifted = torch.rand(batch, num_queries, device=mask_logits.device) > prob
             on_grid = on_grid | lifted[..., None]
         mask[:, :num_queries, start:] = on_grid
@@ -218,9 +269,9 @@ class EomtForUniversalSegmentation(nn.Module):
         grid = (height // self.config.patch_size, width // self.config.patch_size)
         x = self.embeddings(pixel_values)
         rope = self.rope_embeddings(height, width, x.dtype) if self.rope_embeddings is not None else None
-        probs = self.attn_mask_probs.tolist()  # one host sync per forward
+        probs = self._forward_mask_probs()
         # In eval mode a block whose probability is 0 computes no prediction and no mask at all.
-        masked = [self.training or p > 0 for p in probs]
+        masked = [self.training or isinstance(probs, Tensor) or p > 0 for p in probs]
 
         hidden_states: list[Tensor] | None = [] if output_hidden_states else None
         attentions: list[Tensor] | None = [] if output_attentions else None

@@ -1,0 +1,209 @@
+"""`eomt export`: a model as an ONNX file whose outputs under onnxruntime equal eager PyTorch's.
+
+OUT is a directory holding everything a runtime needs, written under a temporary name and renamed
+when complete (nothing half-written is ever left at OUT):
+
+    model.onnx                 input `pixel_values` (batch, 3, H, W) float32, ImageNet-normalised;
+                               outputs `class_queries_logits` (batch, Q, K+1) and
+                               `masks_queries_logits` (batch, Q, H/4, W/4), float32
+    config.json                the model config (labels, patch size, ...), as `save_pretrained` writes it
+    preprocessor_config.json   the image processor
+    export.json                how it was exported: size or dynamic, dtype, opset, torch version
+
+The batch size is always free. A static file takes one height and width (default: the model's
+training size); `dynamic=True` takes any height and width that are multiples of the patch size,
+with the DINOv2 position embeddings resampled inside the graph by two matrix products equal to
+torch's antialiased bicubic resize (see `modeling/embeddings.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ONNX_FILE = "model.onnx"
+EXPORT_INFO_FILE = "export.json"
+DTYPES = ("float32", "float16", "bfloat16")
+MAX_SIDE_IN_PATCHES = 1024  # upper bound declared for dynamic height/width (16384 pixels at patch 16)
+
+
+class ExportError(ValueError):
+    """An export cannot be done or an exported file cannot be used; the message names what and why."""
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse an existing non-empty OUT (unless `overwrite`) and an OUT whose parent cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out}: directory exists and is not empty (use --overwrite to replace it)")
+    parent = out.resolve().parent
+    existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(f"{out}: cannot write here ({existing} is not a writable directory)")
+
+
+def check_size(config, height: int | None, width: int | None, dynamic: bool) -> tuple[int, int]:
+    """The example input size: the given one (multiples of the patch size) or the model's own."""
+    p = config.patch_size
+    if dynamic and (height or width):
+        raise ExportError("give either --height/--width (a static file) or --dynamic, not both")
+    if (height is None) != (width is None):
+        raise ExportError("give both --height and --width")
+    if height is None:
+        height, width = config.image_hw
+    for name, value in (("height", height), ("width", width)):
+        if value <= 0 or value % p:
+            raise ExportError(f"{name} {value} is not a positive multiple of the patch size {p}")
+    return height, width
+
+
+def _logits_module(model):
+    import torch
+
+    class Logits(torch.nn.Module):
+        """pixel_values -> (class_queries_logits, masks_queries_logits) in float32: the exported graph."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.model(pixel_values, return_dict=True)
+            return out.class_queries_logits.float(), out.masks_queries_logits.float()
+
+    return Logits().eval()
+
+
+def export_onnx(model, processor, out: str | os.PathLike, height: int | None = None, width: int | None = None,
+                dynamic: bool = False, dtype: str = "float32", overwrite: bool = False,
+                opset: int | None = None) -> Path:
+    """Write `model` (an EomtForUniversalSegmentation) and `processor` to the directory `out` (see module doc)."""
+    import torch
+
+    out = Path(out)
+    if dtype not in DTYPES:
+        raise ExportError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    check_out_dir(out, overwrite)
+    height, width = check_size(model.config, height, width, dynamic)
+    model = model.eval().to(getattr(torch, dtype))
+    model.mask_probs()  # the exporter bakes the probabilities read now (0 for a finished model)
+    p = model.config.patch_size
+    example = torch.randn(2, model.config.num_channels, height, width)  # batch 2: batch 1 would be specialised
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    shapes = {0: batch}
+    if dynamic:
+        shapes.update({2: p * torch.export.Dim("height_patches", min=1, max=MAX_SIDE_IN_PATCHES),
+                       3: p * torch.export.Dim("width_patches", min=1, max=MAX_SIDE_IN_PATCHES)})
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                _logits_module(model), (example,), dynamo=True, opset_version=opset,
+                input_names=["pixel_values"], output_names=["class_queries_logits", "masks_queries_logits"],
+                dynamic_shapes={"pixel_values": shapes}, verbose=False)
+        big = sum(t.numel() * t.element_size() for t in model.state_dict().values()) > 1_800_000_000
+        program.save(str(tmp / ONNX_FILE), external_data=big)  # protobuf holds at most 2 GB
+        model.config.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        info = {"format": "onnx", "dynamic": dynamic, "height": None if dynamic else height,
+                "width": None if dynamic else width, "dtype": dtype, "patch_size": p,
+                "opset": program.model.opset_imports.get("", None), "torch": torch.__version__}
+        (tmp / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        os.chmod(tmp, 0o777 & ~_umask())
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished directory into place; an old OUT is removed only once the new one is complete."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
+def read_export_info(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / EXPORT_INFO_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path}: cannot read export info ({exc})") from None
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def add_export_parser(sub: argparse._SubParsersAction, default_model: str) -> None:
+    export = sub.add_parser(
+        "export", help="export a model to ONNX",
+        description="Export MODEL (hub id, transformers-format directory or checkpoint file) to the directory "
+                    "OUT: model.onnx + config.json + preprocessor_config.json + export.json. The batch size is "
+                    "free; the image size is fixed (--height/--width, default the model's) or, with --dynamic, "
+                    "any multiple of the patch size. onnxruntime reproduces eager PyTorch's logits (1e-4).")
+    export.add_argument("model", metavar="MODEL",
+                        help=f"hub id, transformers-format directory or checkpoint file (e.g. {default_model})")
+    export.add_argument("out", metavar="OUT", help="output directory (must not exist or be empty)")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="default: onnx")
+    export.add_argument("--height", type=int, help="input height of a static file (multiple of the patch size)")
+    export.add_argument("--width", type=int, help="input width of a static file (multiple of the patch size)")
+    export.add_argument("--dynamic", action="store_true", help="any height and width (multiples of the patch size)")
+    export.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                        help="weights and compute precision inside the graph (default: float32; inputs and "
+                             "outputs stay float32)")
+    export.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    export.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a model; every check on the arguments runs before the model is loaded."""
+    from .checkpoints.errors import CheckpointError
+
+    out = Path(args.out)
+    check_out_dir(out, args.overwrite)
+    try:
+        import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx extra: pip install 'eomt[onnx]'") from None
+    from .config import EomtConfig
+    from .modeling.eomt import EomtForUniversalSegmentation
+    from .processing.image_processor import EomtImageProcessor
+
+    source = Path(args.model)
+    try:
+        if not source.is_file():  # a directory or hub id: check the size against its config before loading weights
+            check_size(EomtConfig.from_pretrained(args.model), args.height, args.width, args.dynamic)
+        model = EomtForUniversalSegmentation.from_pretrained(args.model)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} (MODEL must be a hub id, a model directory or a checkpoint file)") from None
+    try:
+        processor = EomtImageProcessor.from_pretrained(args.model)
+    except (ValueError, OSError):  # no preprocessor_config.json (e.g. an authors' checkpoint file)
+        processor = EomtImageProcessor()
+    export_onnx(model, processor, out, args.height, args.width, args.dynamic, args.dtype, args.overwrite, args.opset)
+    height, width = check_size(model.config, args.height, args.width, False) if not args.dynamic else (0, 0)
+    size = f"any multiple of {model.config.patch_size} (dynamic)" if args.dynamic else f"{height}x{width}"
+    print(f"wrote {out}/{ONNX_FILE} (input size {size}, {args.dtype}) and its config files")
+    return 0

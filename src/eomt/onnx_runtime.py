@@ -1,0 +1,124 @@
+"""An exported model (see `eomt.export`) run by onnxruntime, behind the interface `Segmenter` uses.
+
+`OnnxRuntimeModel(directory, device)` is called like the torch model (`model(pixel_values)` ->
+an `EomtOutput` with class and mask logits) and carries its `config`, `device` and `dtype`.
+On CUDA it uses onnxruntime's TensorRT and CUDA execution providers when they are installed.
+`cached_export(source)` exports a model once and reuses the file afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .config import EomtConfig
+from .export import ONNX_FILE, ExportError, export_onnx, read_export_info
+from .modeling.eomt import EomtOutput
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError("the onnxruntime backend needs the onnx extra: pip install 'eomt[onnx]'") from None
+    return onnxruntime
+
+
+def providers_for(device: torch.device, available: list[str]) -> list[str]:
+    """Execution providers in order of preference for `device`, among those installed."""
+    wanted = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", *wanted]
+    return [p for p in wanted if p in available]
+
+
+class OnnxRuntimeModel:
+    """An exported directory (model.onnx + config.json + export.json) ready to run."""
+
+    def __init__(self, directory: str | os.PathLike, device: str | torch.device = "cpu") -> None:
+        ort = _import_onnxruntime()
+        directory = Path(directory)
+        path = directory / ONNX_FILE
+        if not path.is_file():
+            raise ExportError(f"{path}: no such file (export one with `eomt export MODEL {directory}`)")
+        self.info = read_export_info(directory)
+        self.config = EomtConfig.from_pretrained(directory)
+        self.device = torch.device(device)
+        self.dtype = torch.float32  # the graph takes and returns float32, whatever it computes in
+        providers = providers_for(self.device, ort.get_available_providers())
+        if self.device.type == "cuda" and providers == ["CPUExecutionProvider"]:
+            raise ExportError("device cuda asked for, but this onnxruntime has no CUDA provider "
+                              "(pip install onnxruntime-gpu) ")
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"{path}: not a usable ONNX model ({reason})") from None
+
+    def eval(self) -> OnnxRuntimeModel:
+        return self
+
+    def mask_probs(self) -> list[float]:
+        return []  # baked into the graph at export
+
+    def _check(self, pixel_values: Tensor) -> None:
+        if pixel_values.ndim != 4:
+            raise ValueError(f"pixel_values must be (batch, channels, height, width), got {tuple(pixel_values.shape)}")
+        height, width = pixel_values.shape[-2:]
+        p = self.config.patch_size
+        if not self.info.get("dynamic") and (height, width) != (self.info["height"], self.info["width"]):
+            raise ValueError(f"input size {height}x{width}: this ONNX file was exported for "
+                             f"{self.info['height']}x{self.info['width']} only (export with --dynamic for any size)")
+        if height % p or width % p:
+            raise ValueError(f"input size {height}x{width} is not a multiple of the patch size {p}")
+
+    def __call__(self, pixel_values: Tensor, patch_offsets: list[Tensor] | None = None, **_: object) -> EomtOutput:
+        self._check(pixel_values)
+        feed = {"pixel_values": pixel_values.detach().to("cpu", torch.float32).contiguous().numpy()}
+        class_logits, mask_logits = self.session.run(None, feed)
+        return EomtOutput(class_queries_logits=torch.from_numpy(class_logits).to(self.device),
+                          masks_queries_logits=torch.from_numpy(mask_logits).to(self.device),
+                          patch_offsets=patch_offsets)
+
+
+def cache_root() -> Path:
+    """`$EOMT_CACHE`, else `$XDG_CACHE_HOME/eomt`, else `~/.cache/eomt`."""
+    if os.environ.get("EOMT_CACHE"):
+        return Path(os.environ["EOMT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "eomt"
+
+
+def _identity(source: str | os.PathLike, dtype: str) -> str:
+    """What makes an export reusable: the source's files (path, size, mtime) or hub snapshot, dtype, versions."""
+    from . import __version__
+
+    parts = [str(dtype), torch.__version__, __version__]
+    path = Path(source)
+    if path.exists():
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        parts += [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
+    else:  # a hub id: its snapshot folder names the commit
+        from .checkpoints.resolve import resolve_file
+
+        parts.append(str(resolve_file(source, "config.json").parent))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
+def cached_export(source: str | os.PathLike, dtype: str = "float32") -> Path:
+    """A dynamic-size ONNX export of `source`, made on first use and kept in the cache."""
+    directory = cache_root() / "onnx" / _identity(source, dtype)
+    if (directory / ONNX_FILE).is_file():
+        return directory
+    from .modeling.eomt import EomtForUniversalSegmentation
+    from .processing.image_processor import EomtImageProcessor
+
+    model = EomtForUniversalSegmentation.from_pretrained(source)
+    try:
+        processor = EomtImageProcessor.from_pretrained(source)
+    except (ValueError, OSError):
+        processor = EomtImageProcessor()
+    return export_onnx(model, processor, directory, dynamic=True, dtype=dtype, overwrite=True)
