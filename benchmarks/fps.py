@@ -1,0 +1,260 @@
+"""The paper's FPS table: forward frames per second of eomt's runtimes next to transformers on the same weights.
+
+    python benchmarks/fps.py [--models S] [--size 640] [--batch 1 4] [--dtypes float32 bfloat16]
+                             [--modes eager compiled onnxruntime] [--runs 5] [--device cpu]
+    python benchmarks/fps.py --e2e FOLDER [--e2e-modes float32 bfloat16 onnxruntime] [--runs 3]
+
+Forward table: per model size a transformers EoMT is built from a fixed seed (class and mask heads
+sharpened so that panoptic thresholds keep segments, `attn_mask_probs` zero: a finished model), saved,
+and loaded by eomt. Every row's runners (eomt eager / compiled / onnxruntime and transformers eager,
+same dtype) are timed interleaved, round by round, after one warm-up call; the median is reported
+as FPS = batch / median seconds. Each row is checked against eomt eager float32: max abs diff of
+the mask logits and the agreement of the panoptic class map (pixels whose segment has the same
+class) after eomt's panoptic post-processing at the input size.
+
+End to end (`--e2e FOLDER`): fresh processes, model load included, the whole folder each time:
+`eomt predict FOLDER` (which also writes PNG + JSON + overlay per image) vs a transformers
+`pipeline("image-segmentation", subtask="panoptic")` over the same files (which writes nothing).
+Reported: images/s (median of --runs, interleaved) and the pixel agreement of eomt's PNGs with
+eomt float32's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from eomt import EomtForUniversalSegmentation
+from eomt.processing.image_processor import EomtImageProcessor
+
+SIZES = {"S": (384, 12, 6, 3), "B": (768, 12, 12, 3), "L": (1024, 24, 16, 4), "g": (1536, 40, 24, 5)}
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def build(size: str, image_size: int, directory: Path) -> None:
+    hidden, layers, heads, blocks = SIZES[size]
+    config = transformers.EomtConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                     num_blocks=blocks, num_queries=200, num_labels=133, image_size=image_size,
+                                     use_swiglu_ffn=size == "g")
+    torch.manual_seed(0)
+    model = transformers.EomtForUniversalSegmentation(config).eval()
+    with torch.no_grad():
+        model.class_predictor.weight.mul_(10)
+        model.mask_head.fc3.weight.mul_(30)
+        model.attn_mask_probs.zero_()
+    model.save_pretrained(directory)
+    transformers.EomtImageProcessor(size={"shortest_edge": image_size, "longest_edge": image_size},
+                                    do_pad=True).save_pretrained(directory)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def class_map(processor: EomtImageProcessor, class_logits: torch.Tensor, mask_logits: torch.Tensor,
+              size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) class of each pixel's panoptic segment (-1 void), from eomt's post-processing."""
+    from eomt.modeling.eomt import EomtOutput
+
+    out = EomtOutput(class_queries_logits=class_logits.float().cpu(), masks_queries_logits=mask_logits.float().cpu())
+    maps = []
+    for result in processor.post_process_panoptic_segmentation(out, target_sizes=[size] * class_logits.shape[0],
+                                                               stuff_classes=list(range(80, 133))):
+        seg = result["segmentation"]
+        classes = torch.full_like(seg, -1)
+        for s in result["segments_info"]:
+            classes[seg == s["id"]] = s["label_id"]
+        maps.append(classes)
+    return torch.stack(maps)
+
+
+def runners(directory: Path, dtype: str, modes: list[str], device: str, cache: Path):
+    """name -> callable(pixel_values) -> (class_logits, mask_logits)."""
+    torch_dtype = getattr(torch, dtype)
+    found = {}
+    ours = EomtForUniversalSegmentation.from_pretrained(directory).to(device, torch_dtype).eval()
+
+    def eomt_call(model):
+        def call(x):
+            out = model(x.to(torch_dtype))
+            return out.class_queries_logits, out.masks_queries_logits
+        return call
+
+    if "eager" in modes:
+        found["eomt eager"] = eomt_call(ours)
+    if "compiled" in modes:
+        ours.mask_probs()
+        mode = "max-autotune" if device.startswith("cuda") else None
+        found["eomt compiled"] = eomt_call(torch.compile(ours, mode=mode, dynamic=False))
+    if "onnxruntime" in modes and not (device == "cpu" and dtype == "bfloat16"):  # no bf16 kernels on ORT CPU
+        os.environ["EOMT_CACHE"] = str(cache)
+        from eomt.onnx_runtime import OnnxRuntimeModel, cached_export
+
+        runtime = OnnxRuntimeModel(cached_export(str(directory), "float16" if dtype != "float32" else dtype), device)
+        found["eomt onnxruntime" + ("" if dtype == "float32" else " fp16")] = eomt_call(runtime)
+    theirs = transformers.EomtForUniversalSegmentation.from_pretrained(directory).to(device, torch_dtype).eval()
+
+    def theirs_call(x):
+        out = theirs(pixel_values=x.to(torch_dtype))
+        return out.class_queries_logits, out.masks_queries_logits
+
+    found["transformers eager"] = theirs_call
+    return found
+
+
+def forward_table(args) -> None:
+    print("| model | input | batch | dtype | runtime | FPS | ms / batch | vs transformers | "
+          "mask logits max diff vs fp32 | class map agreement vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for size in args.models:
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = Path(tmp) / "model"
+            build(size, args.size, directory)
+            processor = EomtImageProcessor.from_pretrained(directory)
+            reference = EomtForUniversalSegmentation.from_pretrained(directory).eval()
+            for batch in args.batch:
+                torch.manual_seed(1)
+                x = torch.randn(batch, 3, args.size, args.size)
+                with torch.inference_mode():
+                    ref = reference(x)
+                ref_map = class_map(processor, ref.class_queries_logits, ref.masks_queries_logits,
+                                    (args.size, args.size))
+                for dtype in args.dtypes:
+                    calls = runners(directory, dtype, args.modes, args.device, Path(tmp) / "cache")
+                    xd = x.to(args.device)
+                    times = {name: [] for name in calls}
+                    checks = {}
+                    with torch.inference_mode():
+                        for name, call in calls.items():  # warm-up (compiles), and the output check
+                            cls, masks = call(xd)
+                            diff = (masks.float().cpu() - ref.masks_queries_logits).abs().max().item()
+                            agree = (class_map(processor, cls, masks, (args.size, args.size)) == ref_map)
+                            checks[name] = (diff, agree.float().mean().item())
+                        for _ in range(args.runs):
+                            for name, call in calls.items():
+                                sync(args.device)
+                                start = time.perf_counter()
+                                call(xd)
+                                sync(args.device)
+                                times[name].append(time.perf_counter() - start)
+                    theirs = statistics.median(times["transformers eager"])
+                    for name in calls:
+                        med = statistics.median(times[name])
+                        diff, agree = checks[name]
+                        print(f"| ViT-{size} | {args.size} | {batch} | {dtype} | {name} | {batch / med:.2f} | "
+                              f"{med * 1e3:.0f} | {theirs / med:.2f}x | {diff:.1e} | {agree * 100:.2f}% |", flush=True)
+                    del calls
+
+
+THEIRS_SCRIPT = """
+import sys, time, pathlib
+from transformers import pipeline
+files = sorted(str(p) for p in pathlib.Path(sys.argv[2]).iterdir())
+pipe = pipeline("image-segmentation", model=sys.argv[1], device=sys.argv[3])
+for f in files:
+    pipe(f, subtask="panoptic")
+"""
+
+
+def e2e_table(args) -> None:
+    folder = Path(args.e2e)
+    count = sum(1 for p in folder.iterdir() if p.is_file())
+    variants = {"eomt predict float32": ["--dtype", "float32"], "eomt predict bfloat16": ["--dtype", "bfloat16"],
+                "eomt predict onnxruntime": ["--backend", "onnxruntime"],
+                "eomt predict compiled": ["--compile"]}
+    variants = {k: v for k, v in variants.items() if k.split()[-1] in args.e2e_modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "model"
+        build(args.models[0], args.size, directory)
+        env = {**os.environ, "EOMT_CACHE": str(Path(tmp) / "cache")}
+        if "onnxruntime" in args.e2e_modes:  # the one-time export is not part of the timed runs
+            subprocess.run([sys.executable, "-c", "import sys; from eomt.onnx_runtime import cached_export; "
+                            "cached_export(sys.argv[1])", str(directory)], env=env, check=True)
+        times = {name: [] for name in [*variants, "transformers pipeline"]}
+        outs = {name: Path(tmp) / name.replace(" ", "_") for name in variants}
+        for _ in range(args.runs):
+            for name in times:
+                if name in variants:
+                    cmd = [sys.executable, "-m", "eomt", "predict", str(folder), "--model", str(directory), "--out",
+                           str(outs[name]), "--device", args.device, "-q", *variants[name]]
+                else:
+                    cmd = [sys.executable, "-c", THEIRS_SCRIPT, str(directory), str(folder), args.device]
+                start = time.perf_counter()
+                subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                times[name].append(time.perf_counter() - start)
+        from PIL import Image
+
+        def agreement(name: str) -> str:
+            base = outs.get("eomt predict float32")
+            if base is None or name not in outs:
+                return "-"
+            same = total = 0
+            for png in sorted(base.glob("*.png")):
+                if png.name.endswith("_overlay.png"):
+                    continue
+                a = np.asarray(Image.open(png).convert("RGB")).astype(np.int64) @ [1, 256, 65536]
+                b = np.asarray(Image.open(outs[name] / png.name).convert("RGB")).astype(np.int64) @ [1, 256, 65536]
+                same += _partition_agreement(a, b)
+                total += a.size
+            return f"{same / total * 100:.2f}%"
+
+        theirs = statistics.median(times["transformers pipeline"])
+        print(f"\n{count} images in {folder}, ViT-{args.models[0]} {args.size} panoptic, fresh process per run "
+              f"(load included), median of {args.runs}, {device_name(args.device)}")
+        print("| runner | images/s | s per run | vs transformers pipeline | partition agreement vs eomt float32 |")
+        print("|---|---|---|---|---|")
+        for name, values in times.items():
+            med = statistics.median(values)
+            print(f"| {name} | {count / med:.2f} | {med:.1f} | {theirs / med:.2f}x | {agreement(name)} |")
+
+
+def _partition_agreement(a: np.ndarray, b: np.ndarray) -> int:
+    """Pixels whose segment in b is the segment of b that overlaps their segment in a most (ids may differ)."""
+    pairs, counts = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1, return_counts=True)
+    best: dict[int, int] = {}
+    for (sa, _), c in zip(pairs.T, counts, strict=True):
+        best[sa] = max(best.get(sa, 0), c)
+    return int(sum(best.values()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["S"], choices=list(SIZES))
+    parser.add_argument("--size", type=int, default=640)
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],
+                        choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--modes", nargs="+", default=["eager", "compiled", "onnxruntime"],
+                        choices=["eager", "compiled", "onnxruntime"])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--e2e", metavar="FOLDER", help="time `eomt predict` vs the transformers pipeline instead")
+    parser.add_argument("--e2e-modes", nargs="+", default=["float32", "bfloat16", "onnxruntime"],
+                        choices=["float32", "bfloat16", "onnxruntime", "compiled"])
+    args = parser.parse_args()
+    print(f"device: {device_name(args.device)}; torch {torch.__version__}, transformers {transformers.__version__}")
+    if args.e2e:
+        e2e_table(args)
+    else:
+        forward_table(args)
+
+
+if __name__ == "__main__":
+    main()
