@@ -42,7 +42,7 @@ def dinov3_reference(gated: bool = False, seed: int = 0) -> transformers.DINOv3V
     torch.manual_seed(seed)
     config = transformers.DINOv3ViTConfig(
         hidden_size=64, num_hidden_layers=DEPTH, num_attention_heads=2, intermediate_size=96, image_size=64,
-        patch_size=16, num_register_tokens=REGISTERS, layer_norm_eps=1e-6, use_gated_mlp=gated,
+        patch_size=16, num_register_tokens=REGISTERS, use_gated_mlp=gated,  # layer_norm_eps: DINOv3's 1e-5
         hidden_act="silu" if gated else "gelu")
     return perturb(transformers.DINOv3ViTModel(config))
 
@@ -240,11 +240,33 @@ def test_dinov3_gives_transformers_features(tmp_path, gated, layer_prefix):
     save_file(state_dict, tmp_path / "dinov3.safetensors")
     config = EomtConfig(model_type="eomt_dinov3", hidden_size=64, num_hidden_layers=DEPTH, num_attention_heads=2,
                         intermediate_size=96, image_size=64, patch_size=16, num_register_tokens=REGISTERS,
-                        num_blocks=1, num_queries=5, num_labels=3, layer_norm_eps=1e-6, use_gated_mlp=gated,
+                        num_blocks=1, num_queries=5, num_labels=3, use_gated_mlp=gated,
                         hidden_act="silu" if gated else "gelu")
     model = build_from_backbone(config, tmp_path / "dinov3.safetensors")
+    # a lone weight file carries no eps: DINOv3's own 1e-5 (not EomtConfig's default 1e-6)
+    assert reference.config.layer_norm_eps == 1e-5 and model.config.layer_norm_eps == 1e-5
+    assert model.layernorm.eps == 1e-5 and all(layer.norm1.eps == 1e-5 for layer in model.layers)
     assert_same_features(model, reference, 64)
     assert_same_features(model, reference, 96)  # RoPE: another grid needs nothing resampled
+
+
+def test_backbone_eps_comes_from_its_config_json(tmp_path):
+    reference = dinov3_reference()
+    reference.config.layer_norm_eps = 3e-5
+    reference.save_pretrained(tmp_path)
+    config = EomtConfig(model_type="eomt_dinov3", hidden_size=64, num_hidden_layers=DEPTH, num_attention_heads=2,
+                        intermediate_size=96, image_size=64, patch_size=16, num_register_tokens=REGISTERS,
+                        num_blocks=1, num_queries=5, num_labels=3)
+    assert build_from_backbone(config, tmp_path).config.layer_norm_eps == 3e-5
+    dinov2 = build_from_backbone(eomt_config(layer_norm_eps=1e-5), _dinov2_file(tmp_path))
+    assert dinov2.config.layer_norm_eps == 1e-6  # timm DINOv2 backbones use 1e-6
+
+
+def _dinov2_file(tmp_path):
+    (tmp_path / "timm").mkdir()
+    path = tmp_path / "timm" / "dinov2.safetensors"
+    save_file({k: v.contiguous() for k, v in dinov2_reference().state_dict().items()}, path)
+    return path
 
 
 # ---- bad inputs -------------------------------------------------------------------------------

@@ -89,6 +89,22 @@ def test_crowd_region_absorbs_a_prediction_of_its_class():
     assert stats(metric)["fp"] == [0, 0, 1]
 
 
+def test_only_the_last_crowd_segment_of_a_class_absorbs_as_in_panopticapi():
+    # GT: crowd segments 1 (columns 0-3) and 2 (columns 4-7), both class 0, listed 1 then 2.
+    # Prediction 10 (class 0) on columns 0-3 lies on crowd 1 only: panopticapi looks up crowd 2 (the last
+    # listed) -> a false positive. On columns 4-7 it lies on crowd 2 -> ignored.
+    gt, labels = {1: (0, 3), 2: (4, 7)}, {1: 0, 2: 0}
+    assert stats(run({10: (0, 3)}, {10: 0}, gt, labels, crowd={1, 2}))["fp"] == [1, 0, 0]
+    assert stats(run({10: (4, 7)}, {10: 0}, gt, labels, crowd={1, 2}))["fp"] == [0, 0, 0]
+    # listed the other way round, crowd 1 is the last one
+    metric = PanopticMetric(3, (0,))
+    metric.update(columns({10: (0, 3)}), [{"id": 10, "label_id": 0}], columns(gt),
+                  [{"id": 2, "label_id": 0, "iscrowd": 1}, {"id": 1, "label_id": 0, "iscrowd": 1}])
+    assert stats(metric)["fp"] == [0, 0, 0]
+    # half on each crowd segment: 16 of 32 px on the last one is not more than half -> FP
+    assert stats(run({10: (0, 7)}, {10: 0}, gt, labels, crowd={1, 2}))["fp"] == [1, 0, 0]
+
+
 def test_void_and_crowd_add_up_and_more_than_half_is_needed():
     # Prediction 10 (class 0) on columns 2-5 (16 px): 4 px on crowd of class 0 (column 3), 4 px on void
     # (column 4), 8 px on segment 2 (class 1; columns 2 and 5) -> 8/16 is exactly half: FP.
@@ -187,8 +203,8 @@ def reference_image_stats(pred_map, pred_segments, gt_map, gt_segments):
     """panopticapi's pq_compute_single_core rules, one segment pair and one pixel at a time.
 
     Returns per-class dicts of tp, fp, fn, iou and counts of how often each rule decided something.
-    Unlisted ids are void; a listed prediction without pixels is ignored; all crowd segments of a
-    class absorb predictions of that class (panopticapi: COCO has at most one).
+    Unlisted ids are void; a listed prediction without pixels is ignored; a class's crowd region is
+    its last crowd segment in list order (panopticapi's `crowd_labels_dict[category_id] = gt_label`).
     """
     void = "void"
     gt_info = {s["id"]: s for s in gt_segments}
@@ -230,12 +246,12 @@ def reference_image_stats(pred_map, pred_segments, gt_map, gt_segments):
             if pred_on_void and intersection / (union + pred_on_void) <= 0.5:
                 events["match only thanks to the void rule"] += 1
 
-    crowd_by_class = defaultdict(list)
+    crowd_labels_dict = {}
     for g, info in gt_info.items():
         if g in gt_matched:
             continue
         if info.get("iscrowd", 0) == 1:
-            crowd_by_class[info["label_id"]].append(g)
+            crowd_labels_dict[info["label_id"]] = g  # overwritten: the last crowd segment of the class wins
             continue
         per_class[info["label_id"]]["fn"] += 1
 
@@ -243,7 +259,8 @@ def reference_image_stats(pred_map, pred_segments, gt_map, gt_segments):
         if p in pred_matched or pred_area[p] == 0:
             continue
         on_void = pair_area.get((void, p), 0)
-        on_crowd = sum(pair_area.get((c, p), 0) for c in crowd_by_class[info["label_id"]])
+        crowd = crowd_labels_dict.get(info["label_id"])
+        on_crowd = pair_area.get((crowd, p), 0) if crowd is not None else 0
         if (on_void + on_crowd) / pred_area[p] > 0.5:
             events["ignored: on void"] += on_crowd == 0
             events["ignored: on crowd"] += on_crowd > 0

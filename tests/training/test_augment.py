@@ -174,6 +174,23 @@ def test_photometric_distortion_is_bounded_and_seeded():
         assert (o.float() - image.float()).abs().mean() < 100
 
 
+@pytest.mark.parametrize("grey", [10, 200])
+def test_brightness_is_multiplicative_as_the_authors(grey):
+    """On a constant grey image contrast, saturation and hue change nothing, so the output is the brightness
+    step alone: the authors' x U(1 - 32/255, 1 + 32/255), not an added +-32 grey levels."""
+    image = torch.full((3, 4, 4), grey, dtype=torch.uint8)
+    applied = 0
+    for seed in range(30):
+        replay = gen(seed)  # the brightness coin, then its factor, are the first two draws
+        coin = float(torch.rand((), generator=replay, dtype=torch.float64))
+        factor = 1 - 32 / 255 + 2 * 32 / 255 * float(torch.rand((), generator=replay, dtype=torch.float64))
+        expected = round(min(255.0, grey * factor)) if coin < 0.5 else grey
+        out = photometric_distortion(image, gen(seed))
+        assert torch.all(out == expected), (seed, out.unique().tolist(), expected)
+        applied += coin < 0.5
+    assert 5 <= applied <= 25
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="scale_range"):
         AugmentConfig(scale_range=(2.0, 1.0))

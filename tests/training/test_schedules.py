@@ -76,6 +76,7 @@ def test_learning_rates_follow_decay_warmup_and_poly():
 
 
 def test_groups_place_every_parameter_once_with_the_right_decay():
+    """Default: the authors' policy, AdamW weight decay on every parameter (norms, biases, tokens, queries)."""
     model = _model()
     groups = param_groups(model, 0.05, 0.8)
     names = [n for g in groups for n in g["names"]]
@@ -83,10 +84,72 @@ def test_groups_place_every_parameter_once_with_the_right_decay():
     by_name = {n: g for g in groups for n in g["names"]}
     assert by_name["embeddings.patch_embeddings.projection.weight"]["lr_scale"] == pytest.approx(0.8 ** 3)
     assert by_name["layers.3.mlp.fc1.weight"]["lr_scale"] == 1.0 and by_name["layers.3.mlp.fc1.weight"]["backbone"]
-    assert by_name["layernorm.weight"]["lr_scale"] == 1.0 and not by_name["layernorm.weight"]["backbone"]
-    assert not by_name["query.weight"]["backbone"] and by_name["query.weight"]["weight_decay"] == 0.0
-    assert by_name["layers.0.norm1.bias"]["weight_decay"] == 0.0
+    assert not by_name["query.weight"]["backbone"]
+    assert all(g["weight_decay"] == 0.05 for g in groups)
+    for name in ("query.weight", "layers.0.norm1.bias", "embeddings.cls_token", "embeddings.register_tokens",
+                 "embeddings.position_embeddings.weight", "layers.1.layer_scale1.lambda1", "layernorm.weight",
+                 "mask_head.fc1.weight"):
+        assert by_name[name]["weight_decay"] == 0.05, name
+
+
+def test_matrices_policy_exempts_norms_biases_tokens_and_queries():
+    by_name = {n: g for g in param_groups(_model(), 0.05, 0.8, weight_decay_policy="matrices") for n in g["names"]}
+    for name in ("query.weight", "layers.0.norm1.bias", "embeddings.cls_token", "embeddings.position_embeddings.weight",
+                 "layers.1.layer_scale1.lambda1", "layernorm.weight", "mask_head.fc1.bias"):
+        assert by_name[name]["weight_decay"] == 0.0, name
     assert by_name["mask_head.fc1.weight"]["weight_decay"] == 0.05
+    assert by_name["layers.2.attention.q_proj.weight"]["weight_decay"] == 0.05
+    with pytest.raises(ValueError, match="weight_decay_policy"):
+        param_groups(_model(), 0.05, 0.8, weight_decay_policy="none")
+
+
+def test_final_norm_follows_the_backbone_schedule_at_full_lr():
+    """The authors put the final LayerNorm in the backbone groups (lr 0 during the first warmup) at scale 1."""
+    model = _model()
+    optimizer = torch.optim.AdamW(param_groups(model, 0.05, 0.8), lr=1e-4)
+    by_name = {n: g for g in optimizer.param_groups for n in g["names"]}
+    assert by_name["layernorm.weight"]["backbone"] and by_name["layernorm.weight"]["lr_scale"] == 1.0
+    schedule = WarmupPoly(total_steps=10_000, warmup=500, backbone_warmup=1000)
+    set_learning_rates(optimizer, 1e-4, schedule, 100)
+    assert by_name["layernorm.weight"]["lr"] == 0.0 and by_name["query.weight"]["lr"] > 0
+    set_learning_rates(optimizer, 1e-4, schedule, 1000)
+    assert by_name["layernorm.weight"]["lr"] == pytest.approx(1e-4 * 501 / 1000)
+
+
+def _authors_lrs(model, lr: float, llrd: float, llrd_l2_enabled: bool) -> dict[str, float]:
+    """The authors' configure_optimizers rule, restated on our parameter names: walk the parameters in reverse,
+    a backbone block i gets lr * llrd ** (depth - 1 - i), the embeddings the rate of block 0, the final norm lr,
+    and, with llrd_l2_enabled False, the last num_blocks blocks lr."""
+    depth, num_blocks = model.config.num_hidden_layers, model.config.num_blocks
+    lrs, block_i = {}, depth
+    for name, _ in reversed(list(model.named_parameters())):
+        if not name.startswith(("embeddings.", "layers.", "layernorm.")):
+            continue
+        value = lr
+        is_block = name.startswith("layers.")
+        if is_block:
+            block_i = int(name.split(".")[1])
+        if is_block or block_i == 0:
+            value *= llrd ** (depth - 1 - block_i)
+        if name.startswith("layernorm."):
+            value = lr
+        if is_block and block_i >= depth - num_blocks and not llrd_l2_enabled:
+            value = lr
+        lrs[name] = value
+    return lrs
+
+
+@pytest.mark.parametrize("llrd_l2", [True, False])
+def test_layer_decay_equals_the_authors_rule(llrd_l2):
+    model = _model()
+    groups = param_groups(model, 0.05, 0.8, llrd_l2=llrd_l2)
+    ours = {n: 1e-4 * g["lr_scale"] for g in groups for n in g["names"] if g["backbone"]}
+    assert ours == pytest.approx(_authors_lrs(model, 1e-4, 0.8, llrd_l2))
+    scale_of_block = {int(n.split(".")[1]): s for n, s in ((n, g["lr_scale"]) for g in groups for n in g["names"])
+                      if n.startswith("layers.")}
+    # depth 4, 2 query blocks: blocks 2 and 3 carry queries
+    assert scale_of_block[2] == pytest.approx(1.0 if not llrd_l2 else 0.8)
+    assert scale_of_block[1] == pytest.approx(0.8 ** 2)
 
 
 def test_freezing_the_backbone_trains_only_the_new_parts():

@@ -103,17 +103,31 @@ def test_samples_without_annotations_are_resampled_and_counted(empty):
     assert same_item(ds[0], item)  # the resampling is deterministic too
 
 
-def test_samples_left_empty_by_the_transform_are_resampled_and_counted():
+def test_a_crop_left_empty_re_augments_the_same_image_as_the_authors():
     calls = []
 
     def drop_first(image, masks, labels, generator):
-        calls.append(1)
+        calls.append((image.clone(), generator.get_state()))
         out = transform()(image, masks, labels, generator)
         return out if len(calls) > 1 else (out[0], out[1][:0], out[2][:0])
 
     ds = TrainingDataset(fake_dataset(4), drop_first, num_classes=3)
-    assert ds[2]["class_labels"].numel() >= 1
+    item = ds[2]
+    assert item["index"] == 2 and item["class_labels"].numel() >= 1  # the same image, not another one
+    assert len(calls) == 2 and torch.equal(calls[0][0], calls[1][0])
+    assert not torch.equal(calls[0][1], calls[1][1])  # with the generator's next numbers
     assert ds.stats == {"no_annotations": 0, "empty_after_augment": 1, "skipped": 1}
+
+
+def test_an_image_that_stays_empty_after_max_reaugment_tries_gives_way_to_another():
+    def empty_for_image_0(image, masks, labels, generator):
+        out = transform()(image, masks, labels, generator)
+        return (out[0], out[1][:0], out[2][:0]) if labels.tolist() == [0] else out
+
+    samples = [make_sample(0, [0]), make_sample(1, [1])]
+    ds = TrainingDataset(FakeDataset(samples), empty_for_image_0, num_classes=3, max_reaugment=3)
+    assert ds[0]["index"] == 1
+    assert ds.stats["empty_after_augment"] % 3 == 0 and ds.stats["empty_after_augment"] >= 3
 
 
 @pytest.mark.parametrize("label", [3, -1])

@@ -269,15 +269,44 @@ def load_backbone(model: EomtForUniversalSegmentation, tensors: dict[str, Tensor
             target.copy_(tensors[key].to(target.dtype))
 
 
+# The LayerNorm eps each family's backbones were trained with (timm DINOv2: 1e-6; DINOv3ViTConfig: 1e-5).
+LAYER_NORM_EPS = {"eomt": 1e-6, "eomt_dinov3": 1e-5}
+
+
+def backbone_layer_norm_eps(source: str | os.PathLike, config: EomtConfig) -> float:
+    """The eps of the backbone's LayerNorms: from its config.json when it has one, else the family's."""
+    import json
+
+    from .resolve import resolve_file
+
+    path = Path(source)
+    try:
+        found = (path.parent / "config.json" if path.is_file() else resolve_file(source, "config.json", required=False))
+    except CheckpointError:
+        found = None
+    if found is not None and Path(found).is_file():
+        try:
+            value = json.loads(Path(found).read_text()).get("layer_norm_eps")
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
+            return float(value)
+    return LAYER_NORM_EPS[config.model_type]
+
+
 def build_from_backbone(config: EomtConfig, source: str | os.PathLike,
                         **overrides: Any) -> EomtForUniversalSegmentation:
     """A fresh EoMT for `config` (fields in `overrides` replaced) whose backbone comes from `source`.
 
     `source` is a weight file (.safetensors, .pth, .bin, .pt), a directory or a hub id. The queries and
-    heads keep their random initialisation; the model is returned in training mode.
+    heads keep their random initialisation; the model is returned in training mode. The LayerNorm eps is
+    the backbone's (`backbone_layer_norm_eps`: DINOv3 uses 1e-5, DINOv2 1e-6), whatever `config` says.
     """
     if overrides:
         config = dataclasses.replace(config, **overrides)
+    eps = backbone_layer_norm_eps(source, config)
+    if eps != config.layer_norm_eps:
+        config = dataclasses.replace(config, layer_norm_eps=eps)
     tensors = convert_backbone_state_dict(read_backbone_tensors(source), config, str(source))
     model = EomtForUniversalSegmentation(config)
     load_backbone(model, tensors, str(source))

@@ -16,7 +16,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-BRIGHTNESS_DELTA = 32.0 / 255.0  # additive, on the [0, 1] intensity scale
+BRIGHTNESS_DELTA = 32.0 / 255.0  # brightness factor ~ U[1 - delta, 1 + delta], as the authors'
 CONTRAST_RANGE = (0.5, 1.5)
 SATURATION_RANGE = (0.5, 1.5)
 HUE_DELTA_DEGREES = 18.0
@@ -69,7 +69,8 @@ def photometric_distortion(image: Tensor, generator: torch.Generator) -> Tensor:
 
     Works in float on [0, 1] and rounds back to uint8 once at the end:
 
-    1. brightness, with probability 0.5: add one delta ~ U[-32/255, 32/255] to every channel, clip to [0, 1];
+    1. brightness, with probability 0.5: multiply every channel by one factor ~ U[1 - 32/255, 1 + 32/255]
+       (torchvision `adjust_brightness`, as the authors), clip to [0, 1];
     2. then, in an order chosen by a fair coin (contrast first, or saturation/hue first):
        - contrast, with probability 0.5: torchvision `adjust_contrast` with factor ~ U[0.5, 1.5]
          (blend with the image's mean grey level: factor 0.5 halves the distance from it);
@@ -77,12 +78,12 @@ def photometric_distortion(image: Tensor, generator: torch.Generator) -> Tensor:
          (blend with the per-pixel grey image), and, independently with probability 0.5, hue:
          torchvision `adjust_hue` shifting the hue by ~ U[-18, 18] degrees (hue_factor = degrees / 360).
 
-    Random numbers are drawn in this order: brightness coin [, delta], order coin, then for each of the two
+    Random numbers are drawn in this order: brightness coin [, factor], order coin, then for each of the two
     steps in the chosen order its coin(s) and, where applied, its factor; skipped steps draw nothing more.
     """
     out = image.to(torch.float32) / 255.0
     if _coin(generator, 0.5):
-        out = (out + _uniform(generator, -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)).clamp_(0.0, 1.0)
+        out = F.adjust_brightness(out, _uniform(generator, 1.0 - BRIGHTNESS_DELTA, 1.0 + BRIGHTNESS_DELTA))
 
     def contrast(x: Tensor) -> Tensor:
         if _coin(generator, 0.5):

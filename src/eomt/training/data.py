@@ -44,9 +44,11 @@ class TrainingDataset(torch.utils.data.Dataset):
 
     - reads the sample, checks every label is in [0, num_classes) (a `DatasetError` naming the image file
       and the value otherwise) and drops crowd segments when `drop_crowd`;
-    - when no segment is left, or the transform leaves no mask, draws another index uniformly from the
-      item's generator and tries that one (counted in `stats`); `max_resample` empty samples in a row raise
-      a `DatasetError`;
+    - when the transform leaves no mask, augments the same image again with the generator's next numbers
+      (as the authors do), up to `max_reaugment` times; when no segment is left before augmenting (or the
+      re-augmentations all came out empty), draws another index uniformly from the item's generator and
+      tries that one (both counted in `stats`); `max_resample` images in a row without a mask raise a
+      `DatasetError`;
     - returns ``{"pixel_values": float32 (3, S, S) ImageNet-normalised, "mask_labels": float32 (M, S, S),
       "class_labels": int64 (M,), "index": int}``, M >= 1, `index` being the dataset index of the sample
       actually used (i itself unless it was resampled).
@@ -59,7 +61,7 @@ class TrainingDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset: Sequence[Sample], transform: Any, num_classes: int, drop_crowd: bool = True,
-                 max_resample: int = 20, seed: int = 0):
+                 max_resample: int = 20, seed: int = 0, max_reaugment: int = 100):
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         if int(max_resample) < 1:
@@ -73,6 +75,9 @@ class TrainingDataset(torch.utils.data.Dataset):
         self.num_classes = int(num_classes)
         self.drop_crowd = bool(drop_crowd)
         self.max_resample = int(max_resample)
+        if int(max_reaugment) < 1:
+            raise ValueError(f"max_reaugment must be at least 1, got {max_reaugment}")
+        self.max_reaugment = int(max_reaugment)
         self.seed = int(seed)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         # columns: samples without annotations (after dropping crowd), samples left empty by the transform
@@ -158,12 +163,13 @@ class TrainingDataset(torch.utils.data.Dataset):
             self._count(0)
             return None
         image = F.pil_to_tensor(sample.image.convert("RGB"))
-        image, masks, labels = self.transform(image, masks, labels, generator)
-        if masks.shape[0] == 0:
+        for _ in range(self.max_reaugment):
+            out_image, out_masks, out_labels = self.transform(image, masks, labels, generator)
+            if out_masks.shape[0] > 0:
+                return {"pixel_values": normalize(out_image), "mask_labels": out_masks.to(torch.float32),
+                        "class_labels": out_labels.to(torch.int64), "index": index}
             self._count(1)
-            return None
-        return {"pixel_values": normalize(image), "mask_labels": masks.to(torch.float32),
-                "class_labels": labels.to(torch.int64), "index": index}
+        return None
 
     def _file_name(self, index: int) -> str:
         try:

@@ -51,7 +51,9 @@ class TrainSection:
     accumulate: int = 1  # gradient accumulation: global batch = batch_size x devices x accumulate
     lr: float = 1e-4
     weight_decay: float = 0.05
+    weight_decay_policy: str = "all"  # "all" (the authors': every parameter) or "matrices" (no norms, biases, tokens)
     layer_decay: float = 0.8
+    llrd_l2: bool = True  # false: the last num_blocks blocks skip the layer decay (the authors' DINOv3 COCO runs)
     warmup: int = 500
     backbone_warmup: int = 1000
     poly_power: float = 0.9
@@ -193,6 +195,9 @@ def validate(recipe: Recipe) -> None:
         (t.accumulate >= 1, f"train.accumulate must be >= 1, got {t.accumulate}"),
         (t.lr > 0, f"train.lr must be positive, got {t.lr}"),
         (0 < t.layer_decay <= 1, f"train.layer_decay must be in (0, 1], got {t.layer_decay}"),
+        (t.weight_decay_policy in ("all", "matrices"),
+         f"train.weight_decay_policy must be 'all' or 'matrices', got {t.weight_decay_policy!r}"),
+        (isinstance(t.llrd_l2, bool), f"train.llrd_l2 must be true or false, got {t.llrd_l2!r}"),
         (t.epochs > 0 or (t.max_steps or 0) > 0, "train.epochs or train.max_steps must be positive"),
         ((t.annealing_starts is None) == (t.annealing_ends is None),
          "train.annealing_starts and train.annealing_ends go together"),

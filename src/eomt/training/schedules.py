@@ -40,30 +40,49 @@ def annealing_windows(total_steps: int, num_blocks: int) -> tuple[list[int], lis
 # ---- learning rates ----------------------------------------------------------------------------
 
 
+WEIGHT_DECAY_POLICIES = ("all", "matrices")
+
+
 def _no_decay(name: str, param: nn.Parameter) -> bool:
-    """Norms, biases, LayerScale, tokens, position embeddings and queries take no weight decay."""
+    """Under the "matrices" policy: norms, biases, LayerScale, tokens, position embeddings and queries."""
     return param.ndim <= 1 or name.startswith(("embeddings.cls_token", "embeddings.register_tokens",
                                                "embeddings.position_embeddings", "query."))
 
 
 def block_index(name: str, depth: int) -> int | None:
-    """Backbone block a parameter belongs to for layer-wise decay (embeddings count as block 0);
-    None for parts that take the full lr (final norm, queries, heads, upscaler)."""
+    """Backbone block a parameter belongs to for layer-wise decay (embeddings count as block 0, the
+    final LayerNorm as block `depth`); None for the new parts (queries, heads, upscaler)."""
     if name.startswith("embeddings."):
         return 0
     if name.startswith("layers."):
         return int(name.split(".")[1])
+    if name.startswith("layernorm."):
+        return depth
     return None
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float,
-                 freeze_backbone: bool = False) -> list[dict]:
-    """AdamW groups: one per (block, decay or not); `lr_scale` = layer_decay ** (depth - 1 - block).
+def lr_scale(block: int, depth: int, num_blocks: int, layer_decay: float, llrd_l2: bool = True) -> float:
+    """The authors' layer-wise decay: block b gets layer_decay ** (depth - 1 - b); the final norm (block
+    `depth`) gets 1; with `llrd_l2` off, the last `num_blocks` blocks (those carrying queries) get 1 too."""
+    if block >= depth or (not llrd_l2 and block >= depth - num_blocks):
+        return 1.0
+    return layer_decay ** (depth - 1 - block)
 
-    The final LayerNorm and the new parts (queries, class and mask heads, upscaler) get scale 1 and
-    are not "backbone" for the warmup. With `freeze_backbone`, backbone parameters are not trained.
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float, freeze_backbone: bool = False,
+                 llrd_l2: bool = True, weight_decay_policy: str = "all") -> list[dict]:
+    """AdamW groups, one per (block, decay): `lr_scale` from `lr_scale`, `backbone` for the warmup.
+
+    As in the authors' code, every backbone parameter, the final LayerNorm included, follows the backbone
+    warmup; the new parts (queries, class and mask heads, upscaler) the head warmup at scale 1.
+    `weight_decay_policy` "all" (the authors') decays every parameter; "matrices" exempts norms, biases,
+    LayerScale, tokens, position embeddings and queries. With `freeze_backbone`, backbone parameters
+    (final norm included) are not trained.
     """
-    depth = model.config.num_hidden_layers
+    if weight_decay_policy not in WEIGHT_DECAY_POLICIES:
+        raise ValueError(f"weight_decay_policy must be one of {', '.join(WEIGHT_DECAY_POLICIES)}, "
+                         f"got {weight_decay_policy!r}")
+    depth, num_blocks = model.config.num_hidden_layers, model.config.num_blocks
     groups: dict[tuple, dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -73,13 +92,14 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float,
         if backbone and freeze_backbone:
             param.requires_grad_(False)
             continue
-        scale = layer_decay ** (depth - 1 - block) if backbone else 1.0
-        decay = 0.0 if _no_decay(name, param) else weight_decay
-        key = (block, decay)
+        scale = lr_scale(block, depth, num_blocks, layer_decay, llrd_l2) if backbone else 1.0
+        exempt = weight_decay_policy == "matrices" and _no_decay(name, param)
+        decay = 0.0 if exempt else weight_decay
+        key = (block, exempt)
         if key not in groups:
-            label = f"block{block}" if backbone else "head"
+            label = ("final_norm" if block == depth else f"block{block}") if backbone else "head"
             groups[key] = {"params": [], "names": [], "lr_scale": scale, "weight_decay": decay,
-                           "backbone": backbone, "name": f"{label}{'' if decay else '_no_decay'}"}
+                           "backbone": backbone, "name": f"{label}{'_no_decay' if exempt else ''}"}
         groups[key]["params"].append(param)
         groups[key]["names"].append(name)
     return list(groups.values())

@@ -146,7 +146,8 @@ class Trainer:
         model = build_model(r, info.num_classes, dict(enumerate(info.class_names)))
         self.model = model
         model.gradient_checkpointing = t.activation_checkpointing
-        groups = param_groups(model, t.weight_decay, t.layer_decay, t.freeze_backbone)
+        groups = param_groups(model, t.weight_decay, t.layer_decay, t.freeze_backbone, llrd_l2=t.llrd_l2,
+                              weight_decay_policy=t.weight_decay_policy)
         optimizer = torch.optim.AdamW(groups, lr=t.lr)
         forward_model = torch.compile(model) if t.compile else model
         wrapped, optimizer = fabric.setup(forward_model, optimizer)

@@ -16,7 +16,10 @@ Per image, with areas counted in pixels (eomt.md section 6; panopticapi `pq_comp
   listed but has no pixels (as in panopticapi, which takes ground-truth areas from the JSON);
   crowd segments are never counted;
 - an unmatched predicted segment is a false positive of its class unless more than half of its
-  pixels lie on void or on a crowd segment of its own class (it is then ignored).
+  pixels lie on void or on the crowd region of its own class (it is then ignored). As in panopticapi,
+  a class has one crowd region per image: its last crowd segment in the ground-truth list order (a
+  dict keyed by class, overwritten segment by segment); pixels on its other crowd segments count as
+  neither void nor crowd.
 
 Per class: PQ = iou_sum / (tp + fp/2 + fn/2), SQ = iou_sum / tp (0 when tp = 0), RQ = tp / (tp + fp/2
 + fn/2). "All", "Things" and "Stuff" average them over the classes of the group that appear
@@ -27,8 +30,6 @@ Differences from panopticapi, all for inputs panopticapi rejects or COCO never h
 - pixels with an unlisted id are void on both sides (panopticapi requires every predicted id to be
   listed and treats only ground-truth id 0 as void);
 - a listed predicted segment with no pixels is ignored (panopticapi raises);
-- when an image has several crowd segments of one class, all of them absorb predictions of that class
-  (panopticapi keeps only the last one listed; COCO has at most one per class and image);
 - classes that do not appear get NaN per-class values (panopticapi reports 0), and a group with no
   class that appears gets NaN (panopticapi divides by zero).
 
@@ -262,7 +263,11 @@ class PanopticMetric:
         tp = torch.bincount(matched_labels, minlength=k)
         iou_sum = torch.bincount(matched_labels, weights=iou[gt_matched], minlength=k).double()
         fn = torch.bincount(gt_labels[~gt_matched & ~gt_crowd], minlength=k)
-        absorbed = pred_void + (inter * (same_class & gt_crowd[:, None])).sum(0)
+        last_crowd = {label: i for i, (label, crowd) in enumerate(zip(gt_labels_list, gt_crowd_list, strict=True))
+                      if crowd}  # panopticapi: one crowd region per class, the last one listed
+        crowd_region = torch.zeros(g, dtype=torch.bool, device=device)
+        crowd_region[list(last_crowd.values())] = True
+        absorbed = pred_void + (inter * (same_class & crowd_region[:, None])).sum(0)
         is_fp = ~pred_matched & (pred_area > 0) & ~(2 * absorbed > pred_area)
         fp = torch.bincount(pred_labels[is_fp], minlength=k)
 
