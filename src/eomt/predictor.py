@@ -259,8 +259,15 @@ def _image_hw(image) -> tuple[int, int]:
 
 
 def default_stuff_classes(num_labels: int) -> list[int] | None:
-    """COCO panoptic's contiguous ids put the 53 stuff classes after the 80 things."""
-    return list(range(COCO_PANOPTIC_THINGS, 133)) if num_labels == 133 else None
+    """The stuff classes of a published panoptic model that did not record them, known by its class count:
+    133 is COCO panoptic (contiguous ids: 80 things, then 53 stuff), 150 is ADE20K panoptic (50 stuff)."""
+    if num_labels == 133:
+        return list(range(COCO_PANOPTIC_THINGS, 133))
+    if num_labels == 150:
+        from .data.ade20k import ADE20K_PANOPTIC_STUFF
+
+        return list(ADE20K_PANOPTIC_STUFF)
+    return None
 
 
 def infer_task(processor: EomtImageProcessor | None, extra: dict[str, Any], source: str) -> str:

@@ -29,6 +29,12 @@ from eomt.data.sample import (
     semantic_sample,
 )
 
+# The 50 stuff classes of ADE20K panoptic (contiguous ids into ADE20K_CLASSES; the other 100 are things), as
+# the panoptic json's `isthing` and the authors' configs list them.
+ADE20K_PANOPTIC_STUFF = [0, 1, 2, 3, 4, 5, 6, 9, 11, 13, 16, 17, 21, 25, 26, 28, 29, 34, 40, 46, 48, 51, 52, 54, 59,
+                         60, 61, 63, 68, 77, 79, 84, 91, 94, 96, 99, 100, 101, 105, 106, 109, 113, 114, 117, 122, 128,
+                         131, 140, 141, 145]
+
 ADE20K_CLASSES = [
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
     "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair",

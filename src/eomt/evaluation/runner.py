@@ -7,6 +7,7 @@ the JSON files (the COCO convention), so `evaluate_predictions` reads them back 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -75,6 +76,9 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
         model, device=device, dtype=dtype, task=task, backend=backend,
         compile=compile)
     check_classes(segmenter, ds.info, str(model) if not isinstance(model, Segmenter) else "the model")
+    if task == "panoptic":  # stuff merging follows the dataset's things and stuff, whatever the model recorded
+        segmenter = copy.copy(segmenter)
+        segmenter.stuff_classes = sorted(ds.info.stuff_classes)
     metric = make_metric(task, ds.info)
     count = len(ds) if limit is None else min(limit, len(ds))
     out_dir = Path(out) if out is not None else None

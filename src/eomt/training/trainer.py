@@ -28,10 +28,19 @@ from .schedules import WarmupPoly, annealing_probabilities, annealing_windows, p
 
 
 def build_model(recipe: Recipe, num_labels: int, id2label: dict[int, str]) -> EomtForUniversalSegmentation:
+    """The model a recipe starts from: a published EoMT (`model.pretrained`, class head re-initialised for the
+    data's classes), a DINOv2 / DINOv3 backbone (`model.backbone`, new heads) or random weights."""
     spec = recipe.model
     overrides = {**spec.config, "num_labels": num_labels, "id2label": id2label}
     if spec.pretrained:
-        model = EomtForUniversalSegmentation.from_pretrained(spec.pretrained, reinit_class_head=True, **overrides)
+        from ..checkpoints.errors import CheckpointError
+
+        try:
+            model = EomtForUniversalSegmentation.from_pretrained(spec.pretrained, reinit_class_head=True,
+                                                                 **overrides)
+        except CheckpointError as exc:
+            raise TrainingError(f"model.pretrained: {exc} (to start from a local copy, override "
+                                f"model.pretrained=PATH with a model directory or checkpoint file)") from None
         return model.train()
     config = EomtConfig(**overrides)
     if spec.backbone:
@@ -39,6 +48,24 @@ def build_model(recipe: Recipe, num_labels: int, id2label: dict[int, str]) -> Eo
 
         return build_from_backbone(config, spec.backbone).train()
     return EomtForUniversalSegmentation(config).train()
+
+
+def describe_start(recipe: Recipe, model: EomtForUniversalSegmentation) -> str:
+    """One line saying where the weights came from: which were loaded and which start fresh."""
+    from ..checkpoints.backbone_init import BACKBONE_PREFIXES
+    from ..checkpoints.load import CLASS_HEAD
+
+    keys = list(model.state_dict())
+    spec = recipe.model
+    if spec.pretrained:
+        fresh = [k for k in keys if k in CLASS_HEAD]
+        return (f"initialised from {spec.pretrained}: loaded {len(keys) - len(fresh)} tensors; re-initialised "
+                f"{', '.join(fresh)} ({model.config.num_labels} classes)")
+    if spec.backbone:
+        loaded = [k for k in keys if k.startswith(BACKBONE_PREFIXES)]
+        return (f"initialised from backbone {spec.backbone}: loaded {len(loaded)} backbone tensors; "
+                f"{len(keys) - len(loaded)} tensors (queries, heads, upscaler) start fresh")
+    return f"initialised from random weights ({len(keys)} tensors)"
 
 
 def _rng_state() -> dict[str, Any]:
@@ -145,6 +172,7 @@ class Trainer:
         info = train_set.info
         model = build_model(r, info.num_classes, dict(enumerate(info.class_names)))
         self.model = model
+        fabric.print(describe_start(r, model))
         model.gradient_checkpointing = t.activation_checkpointing
         groups = param_groups(model, t.weight_decay, t.layer_decay, t.freeze_backbone, llrd_l2=t.llrd_l2,
                               weight_decay_policy=t.weight_decay_policy)
@@ -288,7 +316,8 @@ class Trainer:
 
         crop = self.recipe.data.crop_size
         semantic = info.task == "semantic"
-        return EomtImageProcessor(size={"shortest_edge": crop} if semantic else crop, do_split_image=semantic,
+        size = {"shortest_edge": crop} if semantic else {"shortest_edge": crop, "longest_edge": crop}
+        return EomtImageProcessor(size=size, do_split_image=semantic,
                                   do_pad=not semantic, task=info.task, stuff_classes=sorted(info.stuff_classes))
 
     def _export(self, model, directory: Path, info) -> None:
