@@ -15,6 +15,7 @@ _LAZY = {
     "CheckpointError": ".checkpoints.errors",
     "ConfigError": ".config",
     "EomtConfig": ".config",
+    "EomtDinov3Config": ".config",
     "EomtDinov3ForUniversalSegmentation": ".modeling.eomt",
     "EomtForUniversalSegmentation": ".modeling.eomt",
     "EomtOutput": ".modeling.eomt",

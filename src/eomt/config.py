@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,27 @@ class EomtConfig:
             self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         self._init_labels()
         self.validate()
+        self._ready = True  # from here on, label fields stay consistent (see __setattr__)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Setting `num_labels` after construction resizes `id2label` / `label2id` (as in transformers);
+        setting `id2label` sets `num_labels` and `label2id` to match."""
+        if not getattr(self, "_ready", False) or name not in ("num_labels", "id2label"):
+            super().__setattr__(name, value)
+            return
+        if name == "num_labels":
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"num_labels must be a positive integer, got {value!r}")
+            super().__setattr__("num_labels", value)
+            if len(self.id2label) != value:
+                super().__setattr__("id2label", {i: f"LABEL_{i}" for i in range(value)})
+        else:
+            id2label = {int(k): str(v) for k, v in dict(value).items()}
+            if not id2label:
+                raise ConfigError("id2label must name at least one class")
+            super().__setattr__("id2label", id2label)
+            super().__setattr__("num_labels", len(id2label))
+        super().__setattr__("label2id", {label: i for i, label in self.id2label.items()})
 
     def _init_labels(self) -> None:
         if self.id2label is not None:
@@ -172,9 +193,10 @@ class EomtConfig:
     # ---- serialisation -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The config.json dictionary transformers writes for this variant."""
+        """Every attribute, as the config.json dictionary transformers writes for this variant."""
         skip = {"extra"} | set(_DINOV2_ONLY if self.is_dinov3 else _DINOV3_ONLY)
-        data = {k: v for k, v in asdict(self).items() if k not in skip}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        data = json.loads(json.dumps(data))  # deep copy, JSON types
         if isinstance(self.image_size, tuple):
             data["image_size"] = list(self.image_size)
         data["id2label"] = {str(k): v for k, v in self.id2label.items()}
@@ -186,11 +208,30 @@ class EomtConfig:
         data.pop("num_labels")  # transformers derives it from id2label
         return {**self.extra, **dict(sorted(data.items()))}
 
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """config.json text; `use_diff` leaves out the output attributes (`output_hidden_states`,
+        `output_attentions`, `return_dict`) that have their default value, as transformers does."""
+        data = self.to_dict()
+        if use_diff:
+            data = {k: v for k, v in data.items() if k not in _OUTPUT_DEFAULTS or v != _OUTPUT_DEFAULTS[k]}
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike, use_diff: bool = True) -> None:
+        """Write `to_json_string` to a file (atomically: never a half-written file)."""
+        from .io_utils import write_bytes_atomic
+
+        write_bytes_atomic(Path(json_file_path), self.to_json_string(use_diff).encode())
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], **overrides: Any) -> EomtConfig:
-        """Build from a config.json dictionary; keys that do not describe the network are kept aside."""
+        """Build from a config.json dictionary; keys that do not describe the network are kept aside.
+
+        `overrides` must name fields (anything else is a TypeError naming it): unlike file keys, they
+        are what the caller typed, so a misspelling is never stored.
+        """
+        check_overrides(overrides, f"{cls.__name__}.from_dict()")
         data = {**data, **overrides}
-        model_type = data.get("model_type", "eomt")
+        model_type = data.get("model_type", cls._default_model_type())
         if model_type not in MODEL_TYPES:
             raise ConfigError(f"unknown model_type {model_type!r} (expected one of {', '.join(MODEL_TYPES)})")
         known = {f.name for f in fields(cls)} - {"extra"}
@@ -223,15 +264,50 @@ class EomtConfig:
             raise ConfigError(f"{path}: {exc}") from None
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike, **overrides: Any) -> EomtConfig:
-        """Read `config.json` from a hub id or a local directory."""
-        from .checkpoints.resolve import resolve_file
+    def from_pretrained(cls, source: str | os.PathLike, **kwargs: Any) -> EomtConfig:
+        """Read `config.json` from a hub id or a local directory.
 
-        return cls.from_json_file(resolve_file(source, "config.json"), **overrides)
+        `kwargs`: field overrides and transformers' location arguments (revision, cache_dir,
+        local_files_only, token, subfolder, force_download). A missing directory or file is an
+        OSError (`CheckpointNotFoundError`), as in transformers.
+        """
+        from .checkpoints.resolve import HubOptions, resolve_file
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        from .io_utils import write_bytes_atomic
+        options = HubOptions.pop_from(kwargs)
+        check_overrides(kwargs, f"{cls.__name__}.from_pretrained()")
+        return cls.from_json_file(resolve_file(source, "config.json", options=options), **kwargs)
 
-        return write_bytes_atomic(directory / "config.json", (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write `save_directory/config.json`; returns its path."""
+        path = Path(save_directory) / "config.json"
+        self.to_json_file(path)
+        return path
+
+    @classmethod
+    def _default_model_type(cls) -> str:
+        return next(f.default for f in fields(cls) if f.name == "model_type")
+
+
+_OUTPUT_DEFAULTS = {f.name: f.default for f in fields(EomtConfig)
+                    if f.name in ("output_hidden_states", "output_attentions", "return_dict")}
+
+
+def check_overrides(overrides: dict[str, Any], caller: str) -> None:
+    """Keyword arguments meant as config fields must name fields: a TypeError names the others."""
+    known = {f.name for f in fields(EomtConfig)} - {"extra"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"{caller} got unexpected keyword argument(s) {', '.join(map(repr, unknown))} "
+                        "(not a loading argument nor an EomtConfig field)")
+
+
+@dataclass
+class EomtDinov3Config(EomtConfig):
+    """EomtConfig for the DINOv3 backbone (`model_type` "eomt_dinov3"), named as in transformers."""
+
+    model_type: str = "eomt_dinov3"
+
+    def __post_init__(self) -> None:
+        if self.model_type != "eomt_dinov3":
+            raise ConfigError(f"EomtDinov3Config has model_type 'eomt_dinov3', got {self.model_type!r}")
+        super().__post_init__()

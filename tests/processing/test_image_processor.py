@@ -35,8 +35,8 @@ def test_pixel_values_match_transformers(mode, hw):
     torch.testing.assert_close(ours["pixel_values"], theirs["pixel_values"], atol=1e-5, rtol=0)
     if mode == "semantic":
         assert [o.tolist() for o in ours["patch_offsets"]] == [o.tolist() for o in theirs["patch_offsets"]]
-    else:
-        assert "patch_offsets" not in ours
+    else:  # present and empty when images are not split, as in transformers
+        assert ours["patch_offsets"] == [] == theirs["patch_offsets"]
 
 
 @pytest.mark.parametrize("mode", ["padded", "semantic"])
@@ -74,7 +74,7 @@ def test_training_targets_match_transformers(mode, ignore_index):
 
 
 def test_image_modes_become_rgb():
-    processor = EomtImageProcessor(size=32, do_pad=True)
+    processor = EomtImageProcessor(size={"shortest_edge": 32, "longest_edge": 32}, do_pad=True)
     gray = Image.fromarray(np.full((40, 30), 200, np.uint8), mode="L")
     rgba = Image.fromarray(np.dstack([np.full((40, 30, 3), 100, np.uint8), np.zeros((40, 30), np.uint8)]))
     palette = gray.convert("P")

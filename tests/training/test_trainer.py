@@ -29,7 +29,7 @@ def test_tiny_recipe_learns(synthetic, tmp_path):
     recipe = _recipe(synthetic, tmp_path / "run", "train.max_steps=120", "train.eval_every=120")
     untrained = build_model(recipe, 7, {}).eval()
     untrained.attn_mask_probs.zero_()
-    processor = EomtImageProcessor(size=128, do_pad=True)
+    processor = EomtImageProcessor(size={"shortest_edge": 128, "longest_edge": 128}, do_pad=True)
     before = evaluate(Segmenter(untrained, processor, "panoptic"), synthetic, "coco_panoptic", progress=False)
     summary = Trainer(recipe, progress=False).fit()
     losses = [h["loss"] for h in summary["history"]]

@@ -9,11 +9,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError, EomtConfig
+from ..config import ConfigError, EomtConfig, check_overrides
 from . import authors_format
 from .errors import CheckpointError
 from .io import read_tensors, tensors_only
-from .resolve import resolve_file, resolve_weights
+from .placement import parse_device_map, parse_dtype
+from .resolve import HubOptions, resolve_file, resolve_weights
 from .transformers_format import from_transformers
 from .weight_checks import check_config_against_weights
 
@@ -86,27 +87,55 @@ def load_checkpoint_file(path: Path, **overrides: Any) -> tuple[EomtConfig, dict
 CLASS_HEAD = ("class_predictor.weight", "class_predictor.bias", "criterion.empty_weight")
 
 
-def load_model(source: str | os.PathLike, reinit_class_head: bool = False, **overrides: Any):
-    """Build the model for `source` and load its weights strictly; returned in eval mode on CPU.
+def load_model(source: str | os.PathLike, reinit_class_head: bool = False, *, dtype: Any = None,
+               torch_dtype: Any = None, device_map: Any = None, output_loading_info: bool = False,
+               **kwargs: Any):
+    """Build the model for `source` and load its weights strictly; returned in eval mode.
 
-    With `reinit_class_head`, the class head of the file is dropped and the model keeps a fresh one.
+    `kwargs`: the hub/location arguments of `HubOptions` (revision, cache_dir, local_files_only, token,
+    subfolder, force_download) and EomtConfig field overrides; any other name is a TypeError, raised
+    before anything is read. `dtype` / `torch_dtype` ("auto": the dtype the weights are stored in) and
+    `device_map` (one device) place the loaded model. With `reinit_class_head`, the class head of the
+    file is dropped and the model keeps a fresh one. With `output_loading_info`, returns
+    `(model, info)` where info lists, as transformers does, the tensors not taken from the file
+    (`missing_keys`: optional buffers the file lacks and a re-initialised class head) and the file's
+    class-head tensors whose shapes differ (`mismatched_keys`: name, file shape, model shape).
     """
     from ..modeling.eomt import EomtForUniversalSegmentation
 
+    options = HubOptions.pop_from(kwargs)
+    check_overrides(kwargs, "from_pretrained()")
+    target_dtype = parse_dtype(dtype, torch_dtype)
+    device = parse_device_map(device_map)
+
     path = Path(source)
     if path.is_file():
-        config, state_dict = load_checkpoint_file(path, **overrides)
+        config, state_dict = load_checkpoint_file(path, **kwargs)
     else:
-        config_file = resolve_file(source, "config.json")
+        config_file = resolve_file(source, "config.json", options=options)
         try:
-            config = EomtConfig.from_json_file(config_file, **overrides)
+            config = EomtConfig.from_json_file(config_file, **kwargs)
         except ConfigError as exc:
             raise CheckpointError(str(exc)) from None
-        state_dict = from_transformers(_read_weights(resolve_weights(source)), config)
+        state_dict = from_transformers(_read_weights(resolve_weights(source, options)), config)
     check_config_against_weights(config, state_dict, str(source), class_head=not reinit_class_head)
+    if target_dtype == "auto":
+        target_dtype = next((t.dtype for t in state_dict.values() if t.is_floating_point()), torch.float32)
     model = EomtForUniversalSegmentation(config)
+    expected = model.state_dict()
+    missing = [k for k in OPTIONAL_BUFFERS if k not in state_dict]
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
     if reinit_class_head:
-        fresh = model.state_dict()
-        state_dict = {k: (fresh[k] if k in CLASS_HEAD else v) for k, v in state_dict.items()}
+        mismatched = [(k, tuple(state_dict[k].shape), tuple(expected[k].shape)) for k in CLASS_HEAD
+                      if k in state_dict and state_dict[k].shape != expected[k].shape]
+        missing = sorted(set(missing) | set(CLASS_HEAD))
+        state_dict = {**{k: v for k, v in state_dict.items() if k not in CLASS_HEAD},
+                      **{k: expected[k] for k in CLASS_HEAD}}
     load_strict(model, state_dict, str(source))
-    return model.eval()
+    if target_dtype is not None or device is not None:
+        model.to(device=device, dtype=target_dtype)
+    model.eval()
+    if output_loading_info:
+        info = {"missing_keys": missing, "unexpected_keys": [], "mismatched_keys": mismatched, "error_msgs": []}
+        return model, info
+    return model

@@ -7,71 +7,106 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, CheckpointNotFoundError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    """Where to look for a model's files: the `from_pretrained` arguments of transformers of that name.
+
+    `subfolder` applies to local directories too; the others only to hub ids (huggingface_hub's meaning).
+    """
+
+    revision: str | None = None
+    cache_dir: str | os.PathLike | None = None
+    local_files_only: bool = False
+    token: str | bool | None = None
+    subfolder: str = ""
+    force_download: bool = False
+
+    @classmethod
+    def pop_from(cls, kwargs: dict[str, Any]) -> HubOptions:
+        """Take this class's arguments out of `kwargs` (the rest stay)."""
+        return cls(**{f.name: kwargs.pop(f.name) for f in fields(cls) if f.name in kwargs})
 
 
 def looks_like_hub_id(source: str) -> bool:
     return bool(_HUB_ID.match(source)) and not source.endswith((".bin", ".ckpt", ".pt", ".pth", ".safetensors"))
 
 
-def _hub_download(repo_id: str, filename: str, required: bool = True) -> Path | None:
+def _hub_download(repo_id: str, filename: str, required: bool, options: HubOptions) -> Path | None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
+        RevisionNotFoundError,
     )
 
+    where = f"{repo_id!r}" + (f" (revision {options.revision!r})" if options.revision else "")
+    shown = f"{options.subfolder}/{filename}" if options.subfolder else filename
     try:
-        return Path(hf_hub_download(repo_id, filename))
+        return Path(hf_hub_download(
+            repo_id, filename, subfolder=options.subfolder or None, revision=options.revision,
+            cache_dir=options.cache_dir, local_files_only=options.local_files_only, token=options.token,
+            force_download=options.force_download))
     except LocalEntryNotFoundError:  # must come first: it is also an EntryNotFoundError
         if not required:
             return None
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else (
-            "the hub cannot be reached and it is not in the local cache")
-        raise CheckpointError(
-            f"cannot get {filename!r} of {repo_id!r}: {why}; pass a local directory or checkpoint file instead"
+        why = ("HF_HUB_OFFLINE is set and it is not in the local cache" if offline else
+               "local_files_only is set and it is not in the local cache" if options.local_files_only else
+               "the hub cannot be reached and it is not in the local cache")
+        raise CheckpointNotFoundError(
+            f"cannot get {shown!r} of {where}: {why}; pass a local directory or checkpoint file instead"
         ) from None
     except EntryNotFoundError:
         if required:
-            raise CheckpointError(f"hub repo {repo_id!r} has no file {filename!r}") from None
+            raise CheckpointNotFoundError(f"hub repo {where} has no file {shown!r}") from None
         return None
+    except RevisionNotFoundError:
+        raise CheckpointNotFoundError(f"hub repo {repo_id!r} has no revision {options.revision!r}") from None
     except RepositoryNotFoundError:
-        raise CheckpointError(f"hub repo {repo_id!r} does not exist or is private") from None
+        raise CheckpointNotFoundError(f"hub repo {repo_id!r} does not exist or is private") from None
     except OSError as exc:  # network errors surface as subclasses of OSError
-        raise CheckpointError(
-            f"cannot download {filename!r} of {repo_id!r} ({type(exc).__name__}); "
+        raise CheckpointNotFoundError(
+            f"cannot download {shown!r} of {where} ({type(exc).__name__}); "
             "pass a local directory or checkpoint file instead") from None
 
 
-def resolve_file(source: str | os.PathLike, filename: str, required: bool = True) -> Path | None:
-    """One file of a local directory or hub repo."""
+def resolve_file(source: str | os.PathLike, filename: str, required: bool = True,
+                 options: HubOptions | None = None) -> Path | None:
+    """One file of a local directory or hub repo (in `options.subfolder` when given)."""
+    options = options or HubOptions()
     path = Path(source)
     if path.is_dir():
-        candidate = path / filename
+        folder = path / options.subfolder if options.subfolder else path
+        candidate = folder / filename
         if candidate.is_file():
             return candidate
         if required:
-            raise CheckpointError(f"{path}: no {filename} in this directory")
+            raise CheckpointNotFoundError(f"{folder}: no {filename} in this directory")
         return None
     if path.exists():
         raise CheckpointError(f"{path}: expected a directory holding {filename}")
     if looks_like_hub_id(str(source)):
-        return _hub_download(str(source), filename, required)
-    raise CheckpointError(f"{source}: no such file or directory (and not a hub id like 'org/name')")
+        return _hub_download(str(source), filename, required, options)
+    raise CheckpointNotFoundError(f"{source}: no such file or directory (and not a hub id like 'org/name')")
 
 
-def resolve_weights(source: str | os.PathLike) -> list[Path]:
+def resolve_weights(source: str | os.PathLike, options: HubOptions | None = None) -> list[Path]:
     """The weight files of a transformers-format directory or hub repo, shards in order."""
-    single = resolve_file(source, "model.safetensors", required=False)
+    options = options or HubOptions()
+    single = resolve_file(source, "model.safetensors", required=False, options=options)
     if single is not None:
         return [single]
-    index = resolve_file(source, "model.safetensors.index.json", required=False)
+    index = resolve_file(source, "model.safetensors.index.json", required=False, options=options)
     if index is not None:
         import json
 
@@ -81,13 +116,14 @@ def resolve_weights(source: str | os.PathLike) -> list[Path]:
             raise CheckpointError(f"{index}: not a valid safetensors index ({exc})") from None
         shards = _shard_names(weight_map, index)
         if Path(source).is_dir():
-            return [resolve_file(source, name) for name in shards]
-        return [index.parent / name if (index.parent / name).exists() else resolve_file(source, name)
-                for name in shards]
-    legacy = resolve_file(source, "pytorch_model.bin", required=False)
+            return [resolve_file(source, name, options=options) for name in shards]
+        return [index.parent / name if (index.parent / name).exists() and not options.force_download
+                else resolve_file(source, name, options=options) for name in shards]
+    legacy = resolve_file(source, "pytorch_model.bin", required=False, options=options)
     if legacy is not None:
         return [legacy]
-    raise CheckpointError(f"{source}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+    raise CheckpointNotFoundError(
+        f"{source}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
 
 def _shard_names(weight_map: object, index: Path) -> list[str]:

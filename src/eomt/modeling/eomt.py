@@ -185,16 +185,19 @@ class EomtForUniversalSegmentation(nn.Module):
         return self.class_predictor.weight.dtype
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike, reinit_class_head: bool = False,
-                        **config_overrides: Any) -> EomtForUniversalSegmentation:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, reinit_class_head: bool = False,
+                        **kwargs: Any) -> EomtForUniversalSegmentation | tuple[EomtForUniversalSegmentation, dict]:
         """Load from a hub id, a transformers-format directory or an authors' checkpoint file.
 
+        Takes transformers' loading arguments `dtype` / `torch_dtype`, `device_map` (one device),
+        `revision`, `cache_dir`, `local_files_only`, `token`, `subfolder`, `force_download` and
+        `output_loading_info`, and EomtConfig field overrides; any other keyword is a TypeError.
         `reinit_class_head=True` (with e.g. `num_labels=K`) keeps everything but the class head,
         which is freshly initialised: fine-tuning on a dataset with other classes.
         """
         from ..checkpoints.load import load_model
 
-        return load_model(source, reinit_class_head=reinit_class_head, **config_overrides)
+        return load_model(pretrained_model_name_or_path, reinit_class_head=reinit_class_head, **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json + model.safetensors in the layout transformers reads."""

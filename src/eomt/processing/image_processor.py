@@ -74,11 +74,7 @@ class EomtImageProcessor:
                  do_split_image: bool = False, do_pad: bool = False,
                  image_mean: float | list[float] | None = None, image_std: float | list[float] | None = None,
                  ignore_index: int | None = None, num_labels: int | None = None, **kwargs: Any) -> None:
-        if isinstance(size, int):
-            size = {"shortest_edge": size, "longest_edge": size}
-        self.size = dict(size) if size is not None else {"shortest_edge": 640, "longest_edge": 640}
-        if "shortest_edge" not in self.size:
-            raise ValueError(f"size must have a 'shortest_edge' (and optionally 'longest_edge'), got {self.size}")
+        self.size = _size_dict(size) if size is not None else {"shortest_edge": 640, "longest_edge": 640}
         self.do_resize = do_resize
         self.resample = int(resample)
         if self.resample not in _RESAMPLE:
@@ -128,13 +124,20 @@ class EomtImageProcessor:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: {exc}") from None
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike) -> None:
+        """Write `to_json_string` to a file (atomically: never a half-written file)."""
         from ..io_utils import write_bytes_atomic
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-        return write_bytes_atomic(directory / "preprocessor_config.json", text.encode())
+        write_bytes_atomic(Path(json_file_path), self.to_json_string().encode())
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> list[str]:
+        """Write `save_directory/preprocessor_config.json`; returns the written files, as transformers does."""
+        path = Path(save_directory) / "preprocessor_config.json"
+        self.to_json_file(path)
+        return [str(path)]
 
     def __repr__(self) -> str:
         return f"EomtImageProcessor({json.dumps(self.to_dict(), sort_keys=True)})"
@@ -152,11 +155,9 @@ class EomtImageProcessor:
             if key in settings:
                 if value is not None:
                     settings[key] = value
-            elif key not in ("return_tensors", "data_format", "input_data_format", "do_convert_rgb",
-                             "disable_grouping"):
+            elif key not in ("data_format", "input_data_format", "do_convert_rgb", "disable_grouping"):
                 raise TypeError(f"preprocess() got an unexpected keyword argument {key!r}")
-        if isinstance(settings["size"], int):
-            settings["size"] = {"shortest_edge": settings["size"], "longest_edge": settings["size"]}
+        settings["size"] = _size_dict(settings["size"])
         return settings
 
     def _resize(self, images: list[Tensor], s: dict[str, Any], mode: InterpolationMode) -> list[Tensor]:
@@ -207,21 +208,29 @@ class EomtImageProcessor:
         return images, offsets
 
     def preprocess(self, images, segmentation_maps=None, instance_id_to_semantic_id=None,
-                   device: str | torch.device | None = None, **kwargs: Any) -> BatchFeature:
-        """`pixel_values` (and `patch_offsets` when splitting; `mask_labels` / `class_labels` for maps).
+                   device: str | torch.device | None = None, return_tensors: str | None = "pt",
+                   **kwargs: Any) -> BatchFeature:
+        """`pixel_values` and `patch_offsets` (window offsets; empty unless splitting), plus
+        `mask_labels` / `class_labels` for segmentation maps.
 
         `images`: a PIL image, a numpy (H, W[, C]) array, a torch (C, H, W) tensor, a file path, or a list
         of them (a 4-D array / tensor is a batch). `device` places the work (e.g. "cuda").
+        `return_tensors`: "pt" stacks `pixel_values` into one tensor (a list when sizes differ), "np"
+        into a numpy array, None leaves a list of tensors, as transformers' processor does.
         """
+        if return_tensors not in ("pt", "np", None):
+            raise ValueError(f"return_tensors must be 'pt', 'np' or None, got {return_tensors!r}")
         s = self._settings(kwargs)
         tensors = [to_rgb_tensor(image) for image in _as_list(images)]
         if device is not None:
             tensors = [t.to(device) for t in tensors]
         pixels, offsets = self._layout(tensors, s, _RESAMPLE[s["resample"]])
         pixels = [self._normalize(p, s) for p in pixels]
-        data = BatchFeature(pixel_values=torch.stack(pixels) if len({p.shape for p in pixels}) == 1 else pixels)
-        if offsets:
-            data["patch_offsets"] = offsets
+        if return_tensors is not None and len({p.shape for p in pixels}) == 1:
+            pixels = torch.stack(pixels)
+            if return_tensors == "np":
+                pixels = pixels.cpu().numpy()
+        data = BatchFeature(pixel_values=pixels, patch_offsets=offsets)
         if segmentation_maps is not None:
             data.update(self._targets(segmentation_maps, instance_id_to_semantic_id, s, device, len(tensors)))
         return data
@@ -275,6 +284,15 @@ class EomtImageProcessor:
 
 
 EomtImageProcessorFast = EomtImageProcessor
+
+
+def _size_dict(size: dict[str, int] | int) -> dict[str, int]:
+    """A plain int is the shortest edge, as in transformers; a dict needs 'shortest_edge'."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        return {"shortest_edge": size}
+    if not isinstance(size, dict) or "shortest_edge" not in size:
+        raise ValueError(f"size must be an int or have a 'shortest_edge' (and optionally 'longest_edge'), got {size}")
+    return dict(size)
 
 
 def _map_tensor(seg) -> Tensor:
