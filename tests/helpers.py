@@ -55,19 +55,25 @@ def random_targets(batch: int, height: int, width: int, num_labels: int, seed: i
     return mask_labels, class_labels
 
 
-def write_hub_cache(cache: Path, repo_id: str, source_dir: Path) -> None:
-    """Lay files out as huggingface_hub's cache does: blobs, a snapshot of symlinks, refs/main."""
+def write_hub_cache(cache: Path, repo_id: str, source_dir: Path, revision: str = "main", subfolder: str = "") -> str:
+    """Lay files out as huggingface_hub's cache does: blobs, a snapshot of symlinks, refs/<revision>.
+
+    Returns the snapshot's commit hash; several revisions of one repo may be written.
+    """
     repo = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    snapshot = repo / "snapshots" / commit
-    (repo / "blobs").mkdir()
-    snapshot.mkdir(parents=True)
+    commit = hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest() if revision != "main" else (
+        hashlib.sha1(repo_id.encode()).hexdigest())
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / revision).write_text(commit)
+    snapshot = repo / "snapshots" / commit / subfolder
+    (repo / "blobs").mkdir(exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    depth = 2 + len(Path(subfolder).parts)
     for file in source_dir.iterdir():
         blob = hashlib.sha256(file.read_bytes()).hexdigest()
         shutil.copy(file, repo / "blobs" / blob)
-        os.symlink(Path("..", "..", "blobs", blob), snapshot / file.name)
+        os.symlink(Path(*[".."] * depth, "blobs", blob), snapshot / file.name)
+    return commit
 
 
 def make_confident(model, class_scale: float = 40.0, mask_scale: float = 8.0):

@@ -110,11 +110,9 @@ class EomtImageProcessor:
         return cls(**{**data, **overrides})
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike, **overrides: Any) -> EomtImageProcessor:
-        """Read `preprocessor_config.json` from a hub id or a local directory."""
-        from ..checkpoints.resolve import resolve_file
-
-        path = resolve_file(source, "preprocessor_config.json")
+    def from_json_file(cls, json_file: str | os.PathLike, **overrides: Any) -> EomtImageProcessor:
+        """Read a preprocessor config file."""
+        path = Path(json_file)
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -123,6 +121,15 @@ class EomtImageProcessor:
             return cls.from_dict(data, **overrides)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: {exc}") from None
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, **kwargs: Any) -> EomtImageProcessor:
+        """Read `preprocessor_config.json` from a hub id or a local directory; `kwargs` are settings
+        overrides and transformers' location arguments (revision, cache_dir, subfolder, ...)."""
+        from ..checkpoints.resolve import HubOptions, resolve_file
+
+        options = HubOptions.pop_from(kwargs)
+        return cls.from_json_file(resolve_file(source, "preprocessor_config.json", options=options), **kwargs)
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
