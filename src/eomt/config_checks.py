@@ -24,7 +24,8 @@ FLOAT_FIELDS = ("mlp_ratio", "hidden_dropout_prob", "initializer_range", "layer_
                 "drop_path_rate", "attention_dropout", "no_object_weight", "class_weight", "mask_weight",
                 "dice_weight", "oversample_ratio", "importance_sample_ratio", "rope_theta")
 OPTIONAL_FLOAT_FIELDS = ("pos_embed_shift", "pos_embed_jitter", "pos_embed_rescale")
-BOOL_FIELDS = ("use_swiglu_ffn", "query_bias", "value_bias", "proj_bias", "mlp_bias", "use_gated_mlp")
+BOOL_FIELDS = ("use_swiglu_ffn", "query_bias", "value_bias", "proj_bias", "mlp_bias", "use_gated_mlp",
+               "output_hidden_states", "output_attentions", "return_dict")
 OPTIONAL_BOOL_FIELDS = ("key_bias",)
 STR_FIELDS = ("hidden_act", "model_type")
 
