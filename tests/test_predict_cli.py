@@ -92,7 +92,11 @@ def test_bad_inputs_are_reported_and_the_rest_completes(models, images, tmp_path
         assert reason in line, (name, err)
     assert "segmented 2 image(s)" in err and "6 failed" in err
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["coffee.png", "coffee.json", "coffee_overlay.jpg", "chelsea.png", "chelsea.json", "chelsea_overlay.jpg"])
+        ["coffee.png", "coffee.json", "coffee_overlay.jpg", "chelsea.png", "chelsea.json", "chelsea_overlay.jpg",
+         "summary.json"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["skipped"], summary["failed"], summary["files_written"]) == (2, 0, 6, 6)
+    assert {f["reason"] for f in summary["failures"]} >= {"no such file or directory"}
 
 
 def test_a_failed_write_leaves_no_partial_files(models, images, tmp_path, monkeypatch, capsys):
@@ -109,7 +113,8 @@ def test_a_failed_write_leaves_no_partial_files(models, images, tmp_path, monkey
     out = tmp_path / "out"
     assert main(["predict", str(images), "--model", str(models["panoptic"]), "--out", str(out), "-q"]) == 1
     assert "coffee.png: cannot write results (disk full)" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["chelsea.json", "chelsea.png", "chelsea_overlay.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.json", "chelsea.png", "chelsea_overlay.jpg",
+                                                     "summary.json"]
 
 
 def test_same_stem_in_two_formats_gets_two_names(models, images, tmp_path):
@@ -133,7 +138,8 @@ def test_help_is_complete(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["predict", "--help"])
     text = capsys.readouterr().out
-    for option in ("--model", "--task", "--out", "--device", "--batch-size", "--threshold", "--dtype",
+    for option in ("--model", "--task", "--out", "--device", "--batch-size", "--threshold", "--dtype", "--devices",
+                   "--num-nodes", "--num-workers", "--skip-existing", "--overwrite", "summary.json",
                    "<stem>_overlay.jpg", "segments_info", "RLE"):
         assert option in text
     with pytest.raises(SystemExit):
@@ -158,3 +164,60 @@ def test_cuda_without_a_gpu_is_a_one_line_error(models, images, tmp_path, capsys
                  "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert "CUDA is not available" in err and "\n" not in err
+
+
+def _semantic_files(out):
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "summary.json")
+
+
+def test_same_names_in_different_folders_each_get_their_files(models, tmp_path):
+    """Data loss (issue 10): a/IMG_1.jpg and b/IMG_1.jpg used to share one result set."""
+    for folder, source in (("a", "examples/coffee.png"), ("b", "examples/chelsea.png")):
+        (tmp_path / folder).mkdir()
+        Image.open(source).convert("RGB").save(tmp_path / folder / "IMG_1.jpg", quality=95)
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "a" / "IMG_1.jpg"), str(tmp_path / "b" / "IMG_1.jpg"),
+                 "--model", str(models["semantic"]), "--out", str(out), "-q"]) == 0
+    assert _semantic_files(out) == ["a/IMG_1.png", "a/IMG_1_overlay.jpg", "b/IMG_1.png", "b/IMG_1_overlay.jpg"]
+    assert Image.open(out / "a" / "IMG_1.png").size == Image.open("examples/coffee.png").size
+    assert Image.open(out / "b" / "IMG_1.png").size == Image.open("examples/chelsea.png").size
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["files_written"]) == (2, 4)
+
+
+def test_two_folders_with_shared_names_mirror_their_layout(models, tmp_path):
+    for split in ("val2017", "train2017"):
+        (tmp_path / split / "sub").mkdir(parents=True)
+        shutil.copy("examples/coffee.png", tmp_path / split / "x.png")
+        Image.open("examples/chelsea.png").save(tmp_path / split / "x.jpg")  # same stem, other extension
+        shutil.copy("examples/chelsea.png", tmp_path / split / "sub" / "x.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "val2017"), str(tmp_path / "train2017"), "--model",
+                 str(models["semantic"]), "--out", str(out), "-q"]) == 0
+    expected = [f"{split}/{name}" for split in ("train2017", "val2017")
+                for name in ("sub/x.png", "sub/x_overlay.jpg", "x_jpg.png", "x_jpg_overlay.jpg", "x_png.png",
+                             "x_png_overlay.jpg")]
+    assert _semantic_files(out) == sorted(expected)
+    assert json.loads((out / "summary.json").read_text())["files_written"] == 12
+    # one folder: its own layout, no extra level
+    assert main(["predict", str(tmp_path / "val2017"), "--model", str(models["semantic"]), "--out",
+                 str(tmp_path / "one"), "-q"]) == 0
+    assert _semantic_files(tmp_path / "one") == sorted(e.removeprefix("val2017/") for e in expected
+                                                       if e.startswith("val2017/"))
+
+
+def test_existing_results_are_refused_unless_asked(models, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["predict", str(images), "--model", str(models["semantic"]), "--out", str(out), "-q"]
+    assert main(args) == 0
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert "already exists" in err and "--skip-existing" in err and "\n" not in err
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert main(args + ["--skip-existing"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["done"], summary["skipped"], summary["files_written"]) == (0, 2, 0)
+    assert main(args + ["--overwrite"]) == 0
+    assert json.loads((out / "summary.json").read_text())["done"] == 2

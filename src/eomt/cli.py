@@ -83,29 +83,24 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Segment image files and write standard result files; non-zero exit when any image failed."""
-    import time
+    from .jobs.predict import predict_folder
 
-    from . import predict_job
     from .cli_checks import check_device
     from .output_dirs import check_writable_dir
 
     check_writable_dir(args.out)
     check_device(args.device)
-    start = time.perf_counter()
     try:
-        report = predict_job.run(args.sources, args.model, args.task, Path(args.out), args.device, args.batch_size,
-                                 args.threshold, dtype=args.dtype, progress=not args.quiet, backend=args.backend,
-                                 compile=args.compile)
+        summary = predict_folder(args.sources, args.out, args.model, task=args.task, devices=args.devices,
+                                 num_nodes=args.num_nodes, device=args.device, dtype=args.dtype,
+                                 batch_size=args.batch_size, num_workers=args.num_workers, threshold=args.threshold,
+                                 skip_existing=args.skip_existing, overwrite=args.overwrite, progress=not args.quiet,
+                                 backend=args.backend, compile=args.compile)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc} (--model PATH)") from None
-    seconds = time.perf_counter() - start
-    print(f"segmented {len(report.done)} image(s) in {seconds:.1f} s -> {args.out}", file=sys.stderr)
-    if report.failed:
-        print(f"{len(report.failed)} failed:", file=sys.stderr)
-        for path, reason in report.failed:
-            print(f"  {path}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    if summary.rank == 0:
+        print("\n".join(summary.lines()), file=sys.stderr)
+    return 1 if summary.failures else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -180,6 +175,14 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the torch model through torch.compile (max-autotune on CUDA)")
 
 
+def _add_process_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--devices", type=positive_int, default=1,
+                        help="processes per node, one per GPU (or CPU processes); each takes a disjoint share of "
+                             "the images (default: 1)")
+    parser.add_argument("--num-nodes", type=positive_int, default=1,
+                        help="machines, for torchrun / SLURM launches as in training (default: 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="eomt", description="EoMT: Encoder-only Mask Transformer segmentation models.")
@@ -213,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "            <stem>.json    segments_info (id, category_id, area, bbox, score) + labels\n"
                     "  instance: <stem>.json    COCO results (category_id, RLE segmentation, bbox, score)\n"
                     "  all:      <stem>_overlay.jpg  the image with coloured masks, outlines and class names\n"
-                    "Unreadable images are reported and skipped; the exit code is 1 when any image failed.")
+                    "Output files mirror the images' folders relative to the deepest folder holding every SOURCE\n"
+                    "(a/IMG_1.jpg, b/IMG_1.jpg -> OUT/a/IMG_1.png, OUT/b/IMG_1.png; x.jpg + x.png -> x_jpg, x_png).\n"
+                    "Unreadable images are reported and skipped; the exit code is 1 when any image failed.\n"
+                    "OUT/summary.json counts done / skipped / failed images (with reasons) and images/s.\n"
+                    "Many GPUs or nodes: --devices N (and --num-nodes; torchrun and SLURM launches are picked up).")
     predict.add_argument("sources", metavar="SOURCE", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--model", "-m", default=DEFAULT_MODEL,
                          help=f"hub id, transformers-format directory or checkpoint file (default: {DEFAULT_MODEL})")
@@ -229,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_arguments(predict)
     predict.add_argument("--threshold", type=probability, default=0.8,
                          help="minimum segment score for instance / panoptic (default: 0.8)")
+    predict.add_argument("--num-workers", "-j", type=non_negative_int, default=2,
+                         help="image-decoding worker processes per process (default: 2; 0 decodes in the process)")
+    _add_process_options(predict)
+    resume = predict.add_mutually_exclusive_group()
+    resume.add_argument("--skip-existing", action="store_true",
+                        help="continue an interrupted run: images whose result files all exist are skipped")
+    resume.add_argument("--overwrite", action="store_true", help="replace result files that already exist")
     predict.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     predict.set_defaults(func=cmd_predict)
 

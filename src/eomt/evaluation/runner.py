@@ -208,7 +208,8 @@ def evaluate_predictions(predictions: str | os.PathLike, data: str | os.PathLike
     metric = make_metric(task, ds.info)
     stems = {Path(ds.file_name(i)).stem: i for i in range(len(ds))}
     suffix = ".json" if task == "instance" else ".png"
-    files = sorted(p for p in directory.glob(f"*{suffix}") if not p.name.startswith(".") and p.name != "metrics.json")
+    own = ("metrics.json", "summary.json")  # eval's metrics and predict's job summary
+    files = sorted(p for p in directory.glob(f"*{suffix}") if not p.name.startswith(".") and p.name not in own)
     strangers = [p for p in files if p.stem not in stems]
     if strangers:
         raise DatasetError(f"{strangers[0]}: prediction for an image that is not in the {ds.info.name} {split} set"

@@ -1,0 +1,14 @@
+"""Jobs over many images on one or many processes: `predict_folder` (what `eomt predict` runs).
+
+layout (inputs and output names), processes (Lightning Fabric), predict (the job), summary (its counts).
+"""
+
+from __future__ import annotations
+
+
+def __getattr__(name: str):
+    if name == "predict_folder":
+        from .predict import predict_folder
+
+        return predict_folder
+    raise AttributeError(f"module 'eomt.jobs' has no attribute {name!r}")

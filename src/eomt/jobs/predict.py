@@ -1,0 +1,195 @@
+"""`eomt predict` / `eomt.predict_folder`: segment many image files on one or many processes.
+
+Each process takes a disjoint shard of the sorted plan (see `layout`), decodes its images in
+DataLoader workers, segments them in batches through `Segmenter` and writes each image's result
+files atomically. A present result file is therefore a complete one, which is what `skip_existing`
+relies on to continue an interrupted run. Process 0 gathers the counts and writes `OUT/summary.json`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ConfigError
+from .layout import PlannedImage, collect_images, plan_outputs, shard
+from .summary import PredictSummary, ProcessCounts
+
+SUMMARY_FILE = "summary.json"
+_ANY_RESULT = (".png", ".json", "_overlay.jpg")  # the files of every task, for the overwrite check
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Decodes one planned image per item (in a DataLoader worker); a bad file becomes its reason."""
+
+    def __init__(self, items: list[PlannedImage]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        from ..processing.image_io import ImageError, load_image
+
+        item = self.items[i]
+        try:
+            return item, load_image(item.path), None
+        except ImageError as exc:
+            return item, None, str(exc).removeprefix(f"{item.path}: ")
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def _validate(batch_size: int, num_workers: int, threshold: float, skip_existing: bool, overwrite: bool) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(f"--num-workers must be 0 or more, got {num_workers!r}")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"--threshold must lie in [0, 1], got {threshold!r}")
+    if skip_existing and overwrite:
+        raise ConfigError("--skip-existing and --overwrite contradict each other; pass one")
+
+
+def _refuse_existing(plan: list[PlannedImage], out: Path) -> None:
+    """Never replace a user's files silently: any result file of the plan already in `out` is an error."""
+    if not out.is_dir():
+        return
+    for item in plan:
+        for suffix in _ANY_RESULT:
+            path = out / f"{item.name}{suffix}"
+            if path.exists():
+                raise ConfigError(f"{path} already exists: pass --skip-existing to continue that run, or "
+                                  "--overwrite to replace its files")
+
+
+def _remove_stale_temporaries(items: list[PlannedImage], task: str, out: Path) -> None:
+    """Temporary files a killed run left behind (`.<file>.<random>.tmp`, see io_utils) for these images."""
+    from ..predict_job import result_files
+
+    expected: dict[Path, set[str]] = {}
+    for item in items:
+        for name in result_files(task, item.name):
+            path = out / name
+            expected.setdefault(path.parent, set()).add(path.name)
+    for folder, names in expected.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.startswith(".") and entry.endswith(".tmp") and entry[1:].rsplit(".", 2)[0] in names:
+                (folder / entry).unlink(missing_ok=True)
+
+
+def _is_complete(item: PlannedImage, task: str, out: Path) -> bool:
+    from ..predict_job import result_files
+
+    return all((out / name).exists() for name in result_files(task, item.name))
+
+
+def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
+                   model: Any = None, *, task: str | None = None, devices: int = 1, num_nodes: int = 1,
+                   device: str | None = None, dtype: str | None = None, batch_size: int = 1, num_workers: int = 0,
+                   threshold: float = 0.8, skip_existing: bool = False, overwrite: bool = False,
+                   progress: bool = True, **segmenter_options: Any) -> PredictSummary:
+    """Segment every image of `sources` (files, folders, glob patterns) into `out`; returns the summary.
+
+    `model` is a hub id, a local checkpoint or a ready `Segmenter` (one process only); the default is
+    the published COCO panoptic ViT-L. `devices` / `num_nodes` > 1 run one process per device through
+    Lightning Fabric (from a script or torchrun / SLURM, not from a notebook). `skip_existing` continues
+    an interrupted run; without it (or `overwrite`) existing result files are an error. Other keyword
+    arguments go to `Segmenter.from_pretrained`. A bad image is counted as failed; the others complete.
+    """
+    from ..predictor import DEFAULT_MODEL, Segmenter
+    from .processes import check_devices, start
+
+    _validate(batch_size, num_workers, threshold, skip_existing, overwrite)
+    check_devices(devices, num_nodes, device)
+    if isinstance(model, Segmenter) and (devices > 1 or num_nodes > 1):
+        raise ConfigError("a loaded Segmenter runs in this process only; pass a model name or path for --devices")
+    sources = [os.fspath(sources)] if isinstance(sources, (str, os.PathLike)) else [os.fspath(s) for s in sources]
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    images, problems = collect_images(sources)
+    plan = plan_outputs(images)
+    if not (skip_existing or overwrite):
+        _refuse_existing(plan, out)
+    source_failures = [{"image": source, "reason": reason} for source, reason in problems]
+    if not plan:
+        summary = PredictSummary.combine(task or "unknown", str(out), 0, [ProcessCounts(0)], source_failures)
+        return summary
+
+    processes = start(devices, num_nodes, device)
+    segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
+        model or DEFAULT_MODEL, device=processes.device, dtype=dtype, task=task, **segmenter_options)
+    task = segmenter.task
+    out.mkdir(parents=True, exist_ok=True)
+    processes.barrier()  # every process has checked `out` before anyone writes to it
+
+    mine = shard(plan, processes.rank, processes.world_size)
+    _remove_stale_temporaries(mine, task, out)
+    counts = ProcessCounts(processes.rank)
+    todo = []
+    for item in mine:
+        if skip_existing and _is_complete(item, task, out):
+            counts.skipped += 1
+        else:
+            todo.append(item)
+    _run(segmenter, todo, out, batch_size, num_workers, threshold, counts,
+         progress=progress and processes.is_main, position=f"{processes.rank}/{processes.world_size}")
+    everyone = processes.gather(counts)
+    summary = PredictSummary.combine(task, str(out), len(plan), everyone, source_failures)
+    summary.rank = processes.rank
+    if processes.is_main:
+        from ..io_utils import write_json_atomic
+
+        write_json_atomic(out / SUMMARY_FILE, summary.to_dict(), indent=2)
+    processes.barrier()
+    return summary
+
+
+def _run(segmenter, items: list[PlannedImage], out: Path, batch_size: int, num_workers: int, threshold: float,
+         counts: ProcessCounts, progress: bool, position: str) -> None:
+    """Decode (workers), segment (batches) and write this process's images, counting as it goes."""
+    from tqdm import tqdm
+
+    from ..predict_job import write_result
+
+    loader = torch.utils.data.DataLoader(_ImageFiles(items), batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=_as_list, shuffle=False)
+    bar = tqdm(total=len(items), unit="img", desc=f"eomt predict ({segmenter.task}, process {position})",
+               disable=not progress, file=sys.stderr)
+    started = time.perf_counter()
+    for batch in loader:
+        good = []
+        for item, image, error in batch:
+            if error is None:
+                good.append((item, image))
+            else:
+                counts.fail(item.path, error)
+        try:
+            results = segmenter.predict([image for _, image in good], batch_size=max(1, len(good)),
+                                        threshold=threshold) if good else []
+        except Exception as exc:  # a batch-level failure (e.g. out of memory) fails its images, not the job
+            for item, _ in good:
+                counts.fail(item.path, f"inference failed ({type(exc).__name__}: {exc})")
+            results = []
+        for (item, image), result in zip(good, results, strict=False):
+            try:
+                counts.files_written += len(write_result(result, image, item.name, out, item.path))
+                counts.done += 1
+            except OSError as exc:
+                counts.fail(item.path, f"cannot write results ({exc})")
+        bar.update(len(batch))
+    counts.seconds = time.perf_counter() - started
+    bar.close()
