@@ -26,9 +26,10 @@ _LAZY = {
     "evaluate": ".evaluation.runner",
     "evaluate_predictions": ".evaluation.runner",
     "Segmenter": ".predictor",
+    "predict_folder": ".jobs.predict",
 }
 
-__all__ = sorted(n for n in _LAZY if n not in ("evaluate", "evaluate_predictions", "Segmenter"))
+__all__ = sorted(n for n in _LAZY if n not in ("evaluate", "evaluate_predictions", "Segmenter", "predict_folder"))
 
 
 def __getattr__(name: str):

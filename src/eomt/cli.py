@@ -124,10 +124,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         try:
             result = evaluate(args.model, args.data, args.dataset, task=args.task, split=args.split,
                               batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
-                              limit=args.limit, progress=not args.quiet, backend=args.backend, compile=args.compile)
+                              limit=args.limit, progress=not args.quiet, backend=args.backend, compile=args.compile,
+                              devices=args.devices, num_nodes=args.num_nodes)
         except CheckpointError as exc:
             raise CheckpointError(f"{exc} (--model PATH)") from None
-    print(format_table(result, per_class=args.per_class))
+    if _is_main_process():
+        print(format_table(result, per_class=args.per_class))
     return 0
 
 
@@ -173,6 +175,12 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
                              "any model, exported once into the cache (needs pip install 'eomt[onnx]')")
     parser.add_argument("--compile", action="store_true",
                         help="run the torch model through torch.compile (max-autotune on CUDA)")
+
+
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _add_process_options(parser: argparse.ArgumentParser) -> None:
@@ -269,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_arguments(evaluation)
     evaluation.add_argument("--limit", type=positive_int, help="evaluate the first N images only")
     evaluation.add_argument("--per-class", action="store_true", help="also print the per-class metric")
+    _add_process_options(evaluation)
     evaluation.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     evaluation.set_defaults(func=cmd_eval)
 

@@ -59,36 +59,47 @@ def _result(task: str, dataset, split: str, count: int, metrics: dict) -> dict[s
 def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = None, split: str = "val",
              batch_size: int = 1, device: str | None = None, dtype: str | None = None,
              out: str | os.PathLike | None = None, limit: int | None = None, progress: bool = True,
-             backend: str = "torch", compile: bool = False) -> dict[str, Any]:
+             backend: str = "torch", compile: bool = False, devices: int = 1,
+             num_nodes: int = 1) -> dict[str, Any]:
     """Segment every image of a dataset with `model` (a source or a Segmenter) and compute the task's metric.
 
-    Instance segmentation uses the authors' top-100 mode (no threshold), which AP needs.
+    Instance segmentation uses the authors' top-100 mode (no threshold), which AP needs. With `devices` /
+    `num_nodes` > 1, one process per device (Lightning Fabric, as in training) takes every world_size-th
+    image, no image twice, and the metric states are merged with the metrics' `sync()`; every process
+    returns the same result.
     """
     from tqdm import tqdm
 
     from ..io_utils import write_json_atomic
+    from ..jobs.layout import shard
+    from ..jobs.processes import check_devices, start
     from ..predict_job import write_result
     from ..predictor import Segmenter
 
+    check_devices(devices, num_nodes, device)
+    if isinstance(model, Segmenter) and (devices > 1 or num_nodes > 1):
+        raise ValueError("a loaded Segmenter runs in this process only; pass a model name or path for devices > 1")
     ds = open_dataset(dataset, data, split)
     task = task or ds.info.task
+    processes = start(devices, num_nodes, device)
     segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
-        model, device=device, dtype=dtype, task=task, backend=backend,
-        compile=compile)
+        model, device=processes.device, dtype=dtype, task=task, backend=backend, compile=compile)
     check_classes(segmenter, ds.info, str(model) if not isinstance(model, Segmenter) else "the model")
     if task == "panoptic":  # stuff merging follows the dataset's things and stuff, whatever the model recorded
         segmenter = copy.copy(segmenter)
         segmenter.stuff_classes = sorted(ds.info.stuff_classes)
     metric = make_metric(task, ds.info)
     count = len(ds) if limit is None else min(limit, len(ds))
+    mine = shard(list(range(count)), processes.rank, processes.world_size)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     post = {"mode": "topk"} if task == "instance" else {}
     category = dict(enumerate(ds.info.category_ids)) if ds.info.category_ids else None
-    with tqdm(total=count, unit="img", desc=f"eomt eval ({task})", disable=not progress, file=sys.stderr) as bar:
-        for start in range(0, count, batch_size):
-            indices = range(start, min(start + batch_size, count))
+    with tqdm(total=len(mine), unit="img", desc=f"eomt eval ({task})", file=sys.stderr,
+              disable=not (progress and processes.is_main)) as bar:
+        for start_at in range(0, len(mine), batch_size):
+            indices = mine[start_at:start_at + batch_size]
             samples = [ds[i] for i in indices]
             results = segmenter.predict([s.image for s in samples], task=task, batch_size=len(samples), **post)
             for index, sample, result in zip(indices, samples, results, strict=True):
@@ -97,10 +108,12 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
                     write_result(result, sample.image, Path(sample.file_name).stem, out_dir,
                                  Path(sample.file_name), label_to_category=category)
             bar.update(len(samples))
-    metric.sync()
+    if processes.world_size > 1:  # a single process keeps its counts local, even inside someone else's group
+        metric.sync()
     result = _result(task, ds, split, count, metric.compute())
-    if out_dir is not None:
+    if out_dir is not None and processes.is_main:
         write_json_atomic(out_dir / "metrics.json", strict_json(result))
+    processes.barrier()
     return result
 
 

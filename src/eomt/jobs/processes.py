@@ -54,16 +54,22 @@ def check_devices(devices: int, num_nodes: int, device: str | None) -> None:
                           "(each process takes its own device)")
 
 
+_started: dict[tuple[str, int, int], Processes] = {}  # a second job in the same script joins the same processes
+
+
 def start(devices: int = 1, num_nodes: int = 1, device: str | None = None) -> Processes:
     """Join (or launch) the job's processes; see the module docstring."""
     check_devices(devices, num_nodes, device)
     if devices == 1 and num_nodes == 1:
         return Processes(0, 1, torch.device(device) if device else None)
-    from lightning_fabric import Fabric
-
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available here; use --device cpu")
     accelerator = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy="ddp")
-    fabric.launch()
-    return Processes(fabric.global_rank, fabric.world_size, fabric.device, fabric)
+    key = (accelerator, devices, num_nodes)
+    if key not in _started:
+        from lightning_fabric import Fabric
+
+        fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy="ddp")
+        fabric.launch()
+        _started[key] = Processes(fabric.global_rank, fabric.world_size, fabric.device, fabric)
+    return _started[key]
