@@ -83,9 +83,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Segment image files and write standard result files; non-zero exit when any image failed."""
-    from .jobs.predict import predict_folder
-
     from .cli_checks import check_device
+    from .jobs.predict import predict_folder
     from .output_dirs import check_writable_dir
 
     check_writable_dir(args.out)
