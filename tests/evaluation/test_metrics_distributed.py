@@ -1,5 +1,6 @@
-"""Two gloo processes, each updating with half of the images, then `sync()`: the same results as one
-process with all images, for SemanticMetric, PanopticMetric and InstanceMetric."""
+"""Two gloo processes, each updating with half of the images (and a padding sampler's repeats), then
+`sync()`: the same results as one process with all images, for SemanticMetric, PanopticMetric and
+InstanceMetric."""
 
 import numpy as np
 import pytest
@@ -46,12 +47,16 @@ def worker(rank, init_method, out_dir):
         semantic_data, panoptic_data, instance_data = make_data()
         semantic, panoptic, instance = metrics()
         for i in range(rank, NUM_IMAGES, WORLD):
-            semantic.update(*semantic_data[i])
-            panoptic.update(*panoptic_data[i])
+            semantic.update(*semantic_data[i], image_id=i)
+            panoptic.update(*panoptic_data[i], image_id=i)
         for image_id in list(instance_data)[rank::WORLD]:
             instance.update(image_id, *instance_data[image_id])
-        if rank == 1:  # a padding sampler repeats an image of rank 0: gathered records keep it once
-            instance.update(100, *instance_data[100])
+        # a padding sampler repeats images: rank 1 gets rank 0's first image, rank 0 its own again; each counts once
+        repeat = 0
+        semantic.update(*semantic_data[repeat], image_id=repeat)
+        panoptic.update(*panoptic_data[repeat], image_id=repeat)
+        if rank == 1:  # InstanceMetric refuses a local repeat; gathered records keep the first
+            instance.update(100 + repeat, *instance_data[100 + repeat])
         for metric in (semantic, panoptic, instance):
             metric.sync()
             metric.sync()  # idempotent
@@ -94,3 +99,18 @@ def test_two_process_sync_equals_single_process(tmp_path):
                 assert out["panoptic"][group][key] == pytest.approx(expected, abs=1e-9, nan_ok=True)
         assert out["num_records"] == NUM_IMAGES
         np.testing.assert_equal(out["instance"], single["instance"])
+
+
+def test_an_image_given_twice_in_one_process_counts_once():
+    semantic_data, panoptic_data, _ = make_data()
+    once, twice = metrics()[:2], metrics()[:2]
+    for metric_once, metric_twice, data in ((once[0], twice[0], semantic_data), (once[1], twice[1], panoptic_data)):
+        for i in (0, 1):
+            metric_once.update(*data[i], image_id=i)
+        for i in (0, 1, 0):
+            metric_twice.update(*data[i], image_id=i)
+        np.testing.assert_equal(metric_twice.compute(), metric_once.compute())
+    without_ids = SemanticMetric(5)
+    for i in (0, 1, 0):
+        without_ids.update(*semantic_data[i])
+    assert not torch.equal(without_ids.confusion, once[0].confusion)  # no id: every update counts

@@ -36,10 +36,10 @@ def update_metric(metric, task: str, index: int, sample, prediction: dict[str, A
     """Add image `index`: `prediction` holds "segmentation" (+ "segments_info"), or instance fields
     ("masks": (M, H, W) bool or a list of RLEs, "labels", "scores")."""
     if task == "semantic":
-        metric.update(prediction["segmentation"], sample.semantic_map())
+        metric.update(prediction["segmentation"], sample.semantic_map(), image_id=index)
     elif task == "panoptic":
         gt_map, gt_segments = sample.panoptic_map()
-        metric.update(prediction["segmentation"], prediction["segments_info"], gt_map, gt_segments)
+        metric.update(prediction["segmentation"], prediction["segments_info"], gt_map, gt_segments, image_id=index)
     else:
         metric.update(index, sample.masks, sample.labels, sample.iscrowd, prediction["masks"],
                       prediction["labels"], prediction["scores"], image_size=(sample.height, sample.width))

@@ -48,12 +48,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 import torch
 
-from .semantic import _all_reduce_sum, _Scratch
+from .repeats import ImageContributions
+from .semantic import _all_reduce_sum, _distributed, _Scratch
 
 __all__ = ["PanopticMetric"]
 
@@ -160,12 +161,14 @@ class PanopticMetric:
         self.fn = torch.zeros(k, dtype=torch.int64, device=self.device)
         self._synced = False
         self._scratch = _Scratch()
+        self._images = ImageContributions()
 
     # ----------------------------------------------------------------------------------- state
 
     _STATE = ("iou_sum", "tp", "fp", "fn")
 
     def reset(self) -> None:
+        self._images.reset()
         for name in self._STATE:
             getattr(self, name).zero_()
         self._synced = False
@@ -199,7 +202,10 @@ class PanopticMetric:
         """Sum the counts over all processes (torch.distributed); a no-op when it is not initialised."""
         if self._synced:
             return
-        self._synced = _all_reduce_sum([getattr(self, name) for name in self._STATE])
+        state = [getattr(self, name) for name in self._STATE]
+        if _distributed():
+            self._images.drop_repeats_across_processes(state)
+        self._synced = _all_reduce_sum(state)
 
     # ---------------------------------------------------------------------------------- update
 
@@ -220,12 +226,27 @@ class PanopticMetric:
             raise ValueError(f"{what} segments list an id more than once: {ids}")
         return ids, labels, iscrowd
 
-    @torch.no_grad()
     def update(self, pred_map: torch.Tensor, pred_segments: Sequence[dict[str, Any]],
-               gt_map: torch.Tensor, gt_segments: Sequence[dict[str, Any]]) -> None:
-        """Accumulate one image: (H, W) integer segment-id maps and their segment lists."""
+               gt_map: torch.Tensor, gt_segments: Sequence[dict[str, Any]], image_id: Hashable | None = None) -> None:
+        """Accumulate one image: (H, W) integer segment-id maps and their segment lists.
+
+        With `image_id`, an image given again (here or, after `sync()`, in another process) counts once.
+        """
         if self._synced:
             raise RuntimeError("update() after sync(): call reset() first")
+        if image_id is None:
+            return self._update(pred_map, pred_segments, gt_map, gt_segments)
+        if image_id in self._images:
+            return None
+        state = [getattr(self, name) for name in self._STATE]
+        before = [t.clone() for t in state]
+        self._update(pred_map, pred_segments, gt_map, gt_segments)
+        self._images.record(image_id, before, state)
+        return None
+
+    @torch.no_grad()
+    def _update(self, pred_map: torch.Tensor, pred_segments: Sequence[dict[str, Any]],
+                gt_map: torch.Tensor, gt_segments: Sequence[dict[str, Any]]) -> None:
         pred_map = torch.as_tensor(pred_map)
         gt_map = torch.as_tensor(gt_map)
         if pred_map.shape != gt_map.shape or gt_map.dim() != 2:

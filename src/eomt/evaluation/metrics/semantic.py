@@ -25,10 +25,13 @@ All values are Python floats in percent (0-100); NaN where undefined (nothing ac
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from .repeats import ImageContributions
 
 __all__ = ["SemanticMetric"]
 
@@ -99,7 +102,8 @@ class SemanticMetric:
     Distributed use: every process updates with its share of the images, then all call `sync()`,
     after which every process holds the global counts. `sync()` is idempotent until the next
     `reset()`; updating a synced metric raises (it would count the other processes' pixels twice).
-    A sampler that pads its shards by repeating images makes those images count twice.
+    Images given with `update(..., image_id=...)` count once even when a padding sampler hands one to
+    two processes, or twice to one (see `repeats`).
     """
 
     def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str | None = None) -> None:
@@ -112,12 +116,14 @@ class SemanticMetric:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self._synced = False
         self._scratch = _Scratch()
+        self._images = ImageContributions()
         # rows: target class; columns: predicted class, plus one column for predictions outside [0, K).
         self.confusion = torch.zeros(self.num_classes, self.num_classes + 1, dtype=torch.int64, device=self.device)
 
     # ----------------------------------------------------------------------------------- state
 
     def reset(self) -> None:
+        self._images.reset()
         self.confusion.zero_()
         self._synced = False
         self._scratch.clear()
@@ -159,15 +165,30 @@ class SemanticMetric:
         """Sum the counts over all processes (torch.distributed); a no-op when it is not initialised."""
         if self._synced:
             return
+        if _distributed():
+            self._images.drop_repeats_across_processes([self.confusion])
         self._synced = _all_reduce_sum([self.confusion])
 
     # ---------------------------------------------------------------------------------- update
 
-    @torch.no_grad()
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Accumulate one prediction / target pair of integer label maps of the same shape (e.g. (H, W))."""
+    def update(self, pred: torch.Tensor, target: torch.Tensor, image_id: Hashable | None = None) -> None:
+        """Accumulate one prediction / target pair of integer label maps of the same shape (e.g. (H, W)).
+
+        With `image_id`, an image given again (here or, after `sync()`, in another process) counts once.
+        """
         if self._synced:
             raise RuntimeError("update() after sync(): call reset() first")
+        if image_id is None:
+            return self._update(pred, target)
+        if image_id in self._images:
+            return None
+        before = [self.confusion.clone()]
+        self._update(pred, target)
+        self._images.record(image_id, before, [self.confusion])
+        return None
+
+    @torch.no_grad()
+    def _update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         pred = torch.as_tensor(pred)
         target = torch.as_tensor(target)
         if pred.shape != target.shape:
