@@ -132,7 +132,7 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     processes = start(devices, num_nodes, device)
     segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
         model or DEFAULT_MODEL, device=processes.device, dtype=dtype, task=task, **segmenter_options)
-    task = segmenter.task
+    task = task or segmenter.task
     out.mkdir(parents=True, exist_ok=True)
     processes.barrier()  # every process has checked `out` before anyone writes to it
 
@@ -145,7 +145,7 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
             counts.skipped += 1
         else:
             todo.append(item)
-    _run(segmenter, todo, out, batch_size, num_workers, threshold, counts,
+    _run(segmenter, task, todo, out, batch_size, num_workers, threshold, counts,
          progress=progress and processes.is_main, position=f"{processes.rank}/{processes.world_size}")
     everyone = processes.gather(counts)
     summary = PredictSummary.combine(task, str(out), len(plan), everyone, source_failures)
@@ -158,8 +158,8 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     return summary
 
 
-def _run(segmenter, items: list[PlannedImage], out: Path, batch_size: int, num_workers: int, threshold: float,
-         counts: ProcessCounts, progress: bool, position: str) -> None:
+def _run(segmenter, task: str, items: list[PlannedImage], out: Path, batch_size: int, num_workers: int,
+         threshold: float, counts: ProcessCounts, progress: bool, position: str) -> None:
     """Decode (workers), segment (batches) and write this process's images, counting as it goes."""
     from tqdm import tqdm
 
@@ -167,7 +167,7 @@ def _run(segmenter, items: list[PlannedImage], out: Path, batch_size: int, num_w
 
     loader = torch.utils.data.DataLoader(_ImageFiles(items), batch_size=batch_size, num_workers=num_workers,
                                          collate_fn=_as_list, shuffle=False)
-    bar = tqdm(total=len(items), unit="img", desc=f"eomt predict ({segmenter.task}, process {position})",
+    bar = tqdm(total=len(items), unit="img", desc=f"eomt predict ({task}, process {position})",
                disable=not progress, file=sys.stderr)
     started = time.perf_counter()
     for batch in loader:
@@ -178,7 +178,7 @@ def _run(segmenter, items: list[PlannedImage], out: Path, batch_size: int, num_w
             else:
                 counts.fail(item.path, error)
         try:
-            results = segmenter.predict([image for _, image in good], batch_size=max(1, len(good)),
+            results = segmenter.predict([image for _, image in good], task=task, batch_size=max(1, len(good)),
                                         threshold=threshold) if good else []
         except Exception as exc:  # a batch-level failure (e.g. out of memory) fails its images, not the job
             for item, _ in good:
