@@ -98,7 +98,7 @@ def _is_complete(item: PlannedImage, task: str, out: Path) -> bool:
 
 def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
                    model: Any = None, *, task: str | None = None, devices: int = 1, num_nodes: int = 1,
-                   device: str | None = None, dtype: str | None = None, batch_size: int = 1, num_workers: int = 0,
+                   device: str | None = None, dtype: str | None = None, batch_size: int = 1, num_workers: int = 2,
                    threshold: float = 0.8, skip_existing: bool = False, overwrite: bool = False,
                    progress: bool = True, **segmenter_options: Any) -> PredictSummary:
     """Segment every image of `sources` (files, folders, glob patterns) into `out`; returns the summary.
