@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = [(1, 0), (1, 2), (2, 0), (2, 2)]  # (processes, decode workers per process)
+# (processes, decode workers per process, torch threads per process: None = torch's default for 1 process,
+# cores / processes under Fabric)
+CONFIGS = [(1, 0, None), (1, 2, None), (1, 2, 1), (2, 0, None), (2, 2, None)]
 
 
 def make_model(directory: Path) -> Path:
@@ -59,13 +61,14 @@ def make_images(directory: Path, count: int) -> Path:
     return directory
 
 
-def run_once(images: Path, model: Path, out: Path, devices: int, workers: int, device: str,
+def run_once(images: Path, model: Path, out: Path, devices: int, workers: int, threads: int | None, device: str,
              batch: int) -> tuple[float, float]:
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "eomt", "predict", str(images), "--model", str(model), "--out", str(out),
                "--devices", str(devices), "-j", str(workers), "-b", str(batch), "--device", device, "-q"]
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
@@ -92,28 +95,28 @@ def main() -> None:
         tmp = Path(tmp)
         model = Path(args.model) if args.model else make_model(tmp / "model")
         images = make_images(tmp / "images", args.images)
-        results: dict[tuple[int, int], list[tuple[float, float]]] = {c: [] for c in CONFIGS}
+        results: dict[tuple, list[tuple[float, float]]] = {c: [] for c in CONFIGS}
         reference = None
         for _ in range(args.runs):
-            for devices, workers in CONFIGS:
-                out = tmp / f"out_{devices}_{workers}"
-                results[(devices, workers)].append(run_once(images, model, out, devices, workers, args.device,
-                                                            args.batch_size))
+            for config in CONFIGS:
+                out = tmp / "out_{}_{}_{}".format(*config)
+                results[config].append(run_once(images, model, out, *config, args.device, args.batch_size))
                 produced = files(out)
                 reference = reference or produced
                 if produced != reference:
-                    raise SystemExit(f"{devices} process(es), {workers} workers wrote different files")
+                    raise SystemExit(f"configuration {config} wrote different files")
     load = os.getloadavg()[0]
     print(f"eomt predict, {args.images} images 640x480 JPEG, batch {args.batch_size}, {args.device}, "
-          f"{os.cpu_count()} CPU cores, torch {torch.__version__}, torch threads per process: "
-          f"{torch.get_num_threads()} with 1 process, cores / processes with 2 (Fabric); medians of {args.runs} "
-          f"interleaved runs; load average at the end {load:.1f}")
-    print("| processes | decode workers | images/s (job) | wall s (command) |")
-    print("|---|---|---|---|")
-    for devices, workers in CONFIGS:
-        rates = [r for r, _ in results[(devices, workers)]]
-        walls = [w for _, w in results[(devices, workers)]]
-        print(f"| {devices} | {workers} | {statistics.median(rates):.2f} | {statistics.median(walls):.1f} |")
+          f"{os.cpu_count()} CPU cores, torch {torch.__version__}; medians of {args.runs} interleaved runs; "
+          f"load average at the end {load:.1f}")
+    print("| processes | decode workers | torch threads per process | images/s (job) | wall s (command) |")
+    print("|---|---|---|---|---|")
+    for config in CONFIGS:
+        devices, workers, threads = config
+        shown = threads or (torch.get_num_threads() if devices == 1 else max(1, (os.cpu_count() or 1) // devices))
+        rates = [r for r, _ in results[config]]
+        walls = [w for _, w in results[config]]
+        print(f"| {devices} | {workers} | {shown} | {statistics.median(rates):.2f} | {statistics.median(walls):.1f} |")
     print("files byte-identical across all configurations: yes")
 
 
