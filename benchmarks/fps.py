@@ -225,6 +225,25 @@ def e2e_table(args) -> None:
             print(f"| {name} | {count / med:.2f} | {med:.1f} | {theirs / med:.2f}x | {agreement(name)} |")
 
 
+def make_photos(folder: Path, count: int) -> None:
+    """`count` JPEG photos from the two example images: crops, flips and sizes from 480 to 1024 pixels wide."""
+    from PIL import Image, ImageOps
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [Image.open("examples/coffee.png").convert("RGB"), Image.open("examples/chelsea.png").convert("RGB")]
+    widths = [480, 640, 800, 1024]
+    for i in range(count):
+        image = sources[i % 2]
+        if i % 4 >= 2:
+            image = ImageOps.mirror(image)
+        w, h = image.size
+        crop = (i % 3) * w // 12
+        image = image.crop((crop, 0, w - crop // 2, h))
+        width = widths[(i // 2) % len(widths)]
+        image = image.resize((width, round(image.height * width / image.width)), Image.BICUBIC)
+        image.save(folder / f"photo_{i:02d}.jpg", quality=90)
+
+
 def _partition_agreement(a: np.ndarray, b: np.ndarray) -> int:
     """Pixels whose segment in b is the segment of b that overlaps their segment in a most (ids may differ)."""
     pairs, counts = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1, return_counts=True)
@@ -246,11 +265,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--e2e", metavar="FOLDER", help="time `eomt predict` vs the transformers pipeline instead")
+    parser.add_argument("--make-photos", type=int, metavar="N",
+                        help="first write N test photos (JPEG, from examples/) into the --e2e folder")
     parser.add_argument("--e2e-modes", nargs="+", default=["float32", "bfloat16", "onnxruntime"],
                         choices=["float32", "bfloat16", "onnxruntime", "compiled"])
     args = parser.parse_args()
     print(f"device: {device_name(args.device)}; torch {torch.__version__}, transformers {transformers.__version__}")
     if args.e2e:
+        if args.make_photos:
+            make_photos(Path(args.e2e), args.make_photos)
         e2e_table(args)
     else:
         forward_table(args)

@@ -46,6 +46,21 @@ def test_onnxruntime_backend_segments_like_torch(panoptic_model, exported):
         _same(a, b)
 
 
+def test_onnxruntime_backend_runs_sliding_windows_like_torch(tmp_path):
+    from eomt.export import export_onnx
+    from eomt.modeling.eomt import EomtForUniversalSegmentation
+    from eomt.processing.image_processor import EomtImageProcessor
+
+    model_dir = save_task_model(tmp_path / "semantic", "semantic")
+    export_onnx(EomtForUniversalSegmentation.from_pretrained(model_dir), EomtImageProcessor.from_pretrained(model_dir),
+                tmp_path / "onnx")
+    runtime = Segmenter.from_pretrained(tmp_path / "onnx", device="cpu", backend="onnxruntime")
+    eager = Segmenter.from_pretrained(model_dir, device="cpu")
+    assert runtime.task == eager.task == "semantic"
+    for a, b in zip(runtime.predict(IMAGES), eager.predict(IMAGES), strict=True):
+        assert torch.equal(a.segmentation, b.segmentation)
+
+
 def test_onnxruntime_backend_exports_on_the_fly_once_into_the_cache(panoptic_model, tmp_path, monkeypatch):
     monkeypatch.setenv("EOMT_CACHE", str(tmp_path / "cache"))
     first = Segmenter.from_pretrained(panoptic_model, device="cpu", backend="onnxruntime")

@@ -83,7 +83,12 @@ def _logits_module(model):
 def export_onnx(model, processor, out: str | os.PathLike, height: int | None = None, width: int | None = None,
                 dynamic: bool = False, dtype: str = "float32", overwrite: bool = False,
                 opset: int | None = None) -> Path:
-    """Write `model` (an EomtForUniversalSegmentation) and `processor` to the directory `out` (see module doc)."""
+    """Write `model` (an EomtForUniversalSegmentation) and `processor` to the directory `out` (see module doc).
+
+    `model` itself is left as it is (a copy is cast when `dtype` differs from its own).
+    """
+    import copy
+
     import torch
 
     out = Path(out)
@@ -91,7 +96,9 @@ def export_onnx(model, processor, out: str | os.PathLike, height: int | None = N
         raise ExportError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     check_out_dir(out, overwrite)
     height, width = check_size(model.config, height, width, dynamic)
-    model = model.eval().to(getattr(torch, dtype))
+    if model.dtype != getattr(torch, dtype):
+        model = copy.deepcopy(model).to(getattr(torch, dtype))
+    model.eval()
     model.mask_probs()  # the exporter bakes the probabilities read now (0 for a finished model)
     p = model.config.patch_size
     example = torch.randn(2, model.config.num_channels, height, width)  # batch 2: batch 1 would be specialised
