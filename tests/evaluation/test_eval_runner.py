@@ -199,3 +199,15 @@ def test_perfect_panoptic_and_instance_files_score_100(tmp_path):
                  str(tmp_path / "im")]) == 0
     metrics = json.loads((tmp_path / "im" / "metrics.json").read_text())["metrics"]
     assert metrics["AP"] == 100.0 and metrics["AP50"] == 100.0
+
+
+def test_eval_with_the_onnxruntime_backend_gives_the_torch_metrics(models, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EOMT_CACHE", str(tmp_path / "cache"))  # the model is exported once, here
+    data = _write_coco_panoptic(tmp_path / "data")
+    results = []
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        assert main(["eval", "--model", str(models["panoptic"]), "--data", str(data), "--dataset", "coco_panoptic",
+                     "--out", str(out), "--backend", backend, "-q"]) == 0
+        results.append(json.loads((out / "metrics.json").read_text())["metrics"])
+    assert results[0] == results[1]
