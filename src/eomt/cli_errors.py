@@ -64,4 +64,4 @@ def run_command(command: str, func, args) -> int:
         if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
             raise
         print(f"eomt {command}: error: {describe(exc)}", file=sys.stderr)
-        return 1
+        return 130 if type(exc).__name__ == "TrainingInterrupted" else 1

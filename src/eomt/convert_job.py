@@ -30,6 +30,11 @@ def _processor_config(source: str | os.PathLike) -> dict[str, Any] | None:
 
     path = Path(source)
     if path.is_file():
+        from .checkpoints.run_checkpoint import run_processor
+
+        recorded = run_processor(path)  # last.ckpt / best.ckpt of `eomt train`
+        if recorded is not None:
+            return recorded
         beside = path.parent / PROCESSOR_FILE
         candidate = beside if beside.is_file() else None
     else:

@@ -148,7 +148,10 @@ class Segmenter:
         try:
             processor = EomtImageProcessor.from_pretrained(source)
         except (ValueError, OSError):  # no preprocessor_config.json (e.g. an authors' checkpoint file)
-            processor = None
+            from .checkpoints.run_checkpoint import run_processor
+
+            settings = run_processor(source) if os.path.isfile(source) else None  # eomt train's last/best.ckpt
+            processor = EomtImageProcessor.from_dict(settings) if settings else None
         task = task or infer_task(processor, model.config.extra, str(source))
         if processor is None:
             processor = EomtImageProcessor()

@@ -15,6 +15,7 @@ from .errors import CheckpointError
 from .io import read_tensors, tensors_only
 from .placement import parse_device_map, parse_dtype
 from .resolve import HubOptions, resolve_file, resolve_weights
+from .run_checkpoint import is_run_checkpoint, read_run_checkpoint
 from .transformers_format import from_transformers
 from .weight_checks import check_config_against_weights
 
@@ -71,7 +72,11 @@ def _read_weights(files: list[Path]) -> dict[str, Tensor]:
 
 def load_checkpoint_file(path: Path, **overrides: Any) -> tuple[EomtConfig, dict[str, Tensor]]:
     """An authors' `.bin`/`.ckpt`/`.pt`, or a lone transformers weight file with config.json beside it."""
-    state_dict = tensors_only(authors_format.unwrap(read_tensors(path)), path)
+    entries = read_tensors(path)
+    if is_run_checkpoint(entries):  # last.ckpt / best.ckpt of `eomt train`
+        config, state_dict = read_run_checkpoint(entries, path, **overrides)
+        return config, state_dict
+    state_dict = tensors_only(authors_format.unwrap(entries), path)
     if authors_format.is_authors_format(state_dict):
         config = authors_format.infer_config(state_dict, str(path), **overrides)
         return config, authors_format.convert_state_dict(state_dict, config)

@@ -23,6 +23,7 @@ from ..config import EomtConfig
 from ..data import open_dataset
 from ..io_utils import atomic_path, write_json_atomic
 from ..modeling.eomt import EomtForUniversalSegmentation
+from .interrupt import StopFlag, TrainingInterrupted, stop_on_signals
 from .recipe import Recipe, TrainingError
 from .schedules import WarmupPoly, annealing_probabilities, annealing_windows, param_groups, set_learning_rates
 
@@ -105,6 +106,8 @@ class Trainer:
                              strategy=t.strategy, precision=t.precision, loggers=loggers)
         self.progress = progress
         self.wandb = None
+        self._evaluated_at: int | None = None
+        self._run_total: int | None = None
 
     # ---- setup ---------------------------------------------------------------------------------
 
@@ -189,16 +192,20 @@ class Trainer:
                                 f"{model.config.num_blocks} query blocks")
         schedule = WarmupPoly(total, t.warmup, t.backbone_warmup, t.poly_power)
 
+        # config and processor make last.ckpt / best.ckpt loadable wherever a model is accepted
         state: dict[str, Any] = {"model": model, "optimizer": optimizer, "step": 0, "epoch": 0, "batch": 0,
-                                 "best": None, "recipe": r.to_dict()}
+                                 "best": None, "recipe": r.to_dict(), "config": model.config.to_dict(),
+                                 "processor": self._processor(info).to_dict()}
         last = self.out / "last.ckpt"
         if resume and last.exists():
             remainder = fabric.load(last, state)
             _set_rng_state(remainder["rng"])
         fabric.print(f"training {r.name}: {total} steps, {steps_per_epoch} per epoch, global batch "
                      f"{t.batch_size * fabric.world_size * t.accumulate}, annealing starts {starts} ends {ends}")
-        history = self._loop(wrapped, model, optimizer, loader, sampler, dataset, state, stop_at or total,
-                             schedule, starts, ends)
+        self._run_total = total
+        with stop_on_signals() as stop:
+            history = self._loop(wrapped, model, optimizer, loader, sampler, dataset, state, stop_at or total,
+                                 schedule, starts, ends, stop)
         if state["step"] < total:
             return {"steps": state["step"], "final": None, "best": state["best"], "history": history}
         model.attn_mask_probs.zero_()
@@ -210,7 +217,7 @@ class Trainer:
                 "skipped_samples": dataset.stats.get("skipped", 0) if hasattr(dataset, "stats") else 0}
 
     def _loop(self, wrapped, model, optimizer, loader, sampler, dataset, state, total, schedule,
-              starts, ends) -> list[dict[str, float]]:
+              starts, ends, stop: StopFlag | None = None) -> list[dict[str, float]]:
         from tqdm import tqdm
 
         fabric, t = self.fabric, self.recipe.train
@@ -259,6 +266,8 @@ class Trainer:
                     self._evaluate(model, state)
                 if t.checkpoint_every and state["step"] % t.checkpoint_every == 0:
                     self._save("last.ckpt", state)
+                if stop is not None and stop.requested:
+                    self._stop(state, stop, bar)
                 if state["step"] >= total:
                     break
             else:  # the epoch ran out
@@ -270,6 +279,10 @@ class Trainer:
                     self._save("last.ckpt", state)
                 continue
             break
+        # The final model is always scored. Not yet with several processes: rank 0 evaluates alone and the
+        # metric's all-reduce would wait for the others (a known limitation of _evaluate under DDP).
+        if state["step"] >= self._run_total and self._evaluated_at != state["step"] and fabric.world_size == 1:
+            self._evaluate(model, state)
         bar.close()
         for logger in fabric.loggers:  # flush the CSV / TensorBoard logs
             logger.finalize("success")
@@ -278,6 +291,15 @@ class Trainer:
         self._save("last.ckpt", state)
         fabric.print(f"trained {state['step']} steps in {time.perf_counter() - started:.0f} s")
         return history
+
+    def _stop(self, state, stop: StopFlag, bar) -> None:
+        """A signal arrived: checkpoint the step just finished and leave; `--resume` redoes no step."""
+        bar.close()
+        path = self._save("last.ckpt", state)
+        for logger in self.fabric.loggers:
+            logger.finalize("interrupted")
+        raise TrainingInterrupted(f"stopped by {stop.signal} after step {state['step']}; {path} holds that step, "
+                                  "continue with --resume")
 
     def _log(self, values: dict[str, float], step: int) -> None:
         self.fabric.log_dict(values, step=step)
@@ -288,6 +310,7 @@ class Trainer:
         """Score the validation split with the task's metric; keep `best.ckpt` by that metric."""
         from ..evaluation.runner import evaluate
         from ..predictor import Segmenter
+        self._evaluated_at = state["step"]
         val = self._validation()
         if val is None or not self.fabric.is_global_zero:
             self.fabric.barrier()
@@ -306,7 +329,8 @@ class Trainer:
         if state["best"] is None or score > state["best"]["score"]:
             state["best"] = {"score": score, "metric": key, "step": state["step"]}
             with atomic_path(self.out / "best.ckpt") as tmp:
-                torch.save({"model": model.state_dict(), "best": state["best"]}, tmp)
+                torch.save({"model": model.state_dict(), "best": state["best"], "config": state["config"],
+                            "processor": state["processor"]}, tmp)
         self.fabric.barrier()
 
     def _processor(self, info):
