@@ -96,7 +96,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                  skip_existing=args.skip_existing, overwrite=args.overwrite, progress=not args.quiet,
                                  backend=args.backend, compile=args.compile)
     except CheckpointError as exc:
-        raise CheckpointError(f"{exc} (--model PATH)") from None
+        raise CheckpointError(str(exc) if "--model" in str(exc) else f"{exc} (--model PATH)") from None
     if summary.rank == 0:
         print("\n".join(summary.lines()), file=sys.stderr)
     return 1 if summary.failures else 0
@@ -113,7 +113,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_writable_dir(args.out)
     check_device(args.device)
     if args.predictions:
-        result = evaluate_predictions(args.predictions, args.data, args.dataset, task=args.task, split=args.split)
+        result = evaluate_predictions(args.predictions, args.data, args.dataset, task=args.task, split=args.split,
+                                      label_ids=args.label_ids)
         if args.out:
             from .io_utils import write_json_atomic
 
@@ -126,7 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               limit=args.limit, progress=not args.quiet, backend=args.backend, compile=args.compile,
                               devices=args.devices, num_nodes=args.num_nodes)
         except CheckpointError as exc:
-            raise CheckpointError(f"{exc} (--model PATH)") from None
+            raise CheckpointError(str(exc) if "--model" in str(exc) else f"{exc} (--model PATH)") from None
     if _is_main_process():
         print(format_table(result, per_class=args.per_class))
     return 0
@@ -275,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="images per forward pass (default: 1)")
     _add_runtime_arguments(evaluation)
     evaluation.add_argument("--limit", type=positive_int, help="evaluate the first N images only")
+    evaluation.add_argument("--label-ids", action="store_true",
+                            help="with --predictions: the JSON files hold the model's label ids 0..K-1 (as "
+                                 "`eomt predict` writes them), not dataset category ids (as `eomt eval --out`)")
     evaluation.add_argument("--per-class", action="store_true", help="also print the per-class metric")
     _add_process_options(evaluation)
     evaluation.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

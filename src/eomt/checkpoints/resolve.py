@@ -49,23 +49,25 @@ def _hub_download(repo_id: str, filename: str, required: bool, options: HubOptio
         RevisionNotFoundError,
     )
 
+    from .network import OFFLINE_HINT, hub_offline, hub_reachable
+
     where = f"{repo_id!r}" + (f" (revision {options.revision!r})" if options.revision else "")
     shown = f"{options.subfolder}/{filename}" if options.subfolder else filename
+    offline = hub_offline()
+    # one quick probe instead of ~30 s of download retries when there is no network
+    no_network = not offline and not options.local_files_only and not hub_reachable()
     try:
         return Path(hf_hub_download(
             repo_id, filename, subfolder=options.subfolder or None, revision=options.revision,
-            cache_dir=options.cache_dir, local_files_only=options.local_files_only, token=options.token,
-            force_download=options.force_download))
+            cache_dir=options.cache_dir, local_files_only=options.local_files_only or no_network,
+            token=options.token, force_download=options.force_download and not no_network))
     except LocalEntryNotFoundError:  # must come first: it is also an EntryNotFoundError
         if not required:
             return None
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
         why = ("HF_HUB_OFFLINE is set and it is not in the local cache" if offline else
                "local_files_only is set and it is not in the local cache" if options.local_files_only else
-               "the hub cannot be reached and it is not in the local cache")
-        raise CheckpointNotFoundError(
-            f"cannot get {shown!r} of {where}: {why}; pass a local directory or checkpoint file instead"
-        ) from None
+               "no network (the hub cannot be reached) and it is not in the local cache")
+        raise CheckpointNotFoundError(f"cannot get {shown!r} of {where}: {why}; {OFFLINE_HINT}") from None
     except EntryNotFoundError:
         if required:
             raise CheckpointNotFoundError(f"hub repo {where} has no file {shown!r}") from None

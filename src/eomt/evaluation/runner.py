@@ -117,6 +117,15 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
     return result
 
 
+def _label_id_check(info):
+    def to_contiguous(label_id: int) -> int:
+        if not 0 <= int(label_id) < info.num_classes:
+            raise DatasetError(f"{info.name}: label id {label_id} is not one of the dataset's {info.num_classes} "
+                               "classes (0..K-1)")
+        return int(label_id)
+    return to_contiguous
+
+
 def check_classes(segmenter, info, source: str) -> None:
     """A model must predict the dataset's classes: with another class count its ids mean other things."""
     num_labels = segmenter.model.config.num_labels
@@ -211,14 +220,18 @@ def _read_png(path: Path) -> np.ndarray:
 
 
 def evaluate_predictions(predictions: str | os.PathLike, data: str | os.PathLike, dataset: str,
-                         task: str | None = None, split: str = "val") -> dict[str, Any]:
-    """Score prediction files (as `eomt predict` / `eomt eval --out` write them) against a dataset."""
+                         task: str | None = None, split: str = "val", label_ids: bool = False) -> dict[str, Any]:
+    """Score prediction files (as `eomt predict` / `eomt eval --out` write them) against a dataset.
+
+    The JSON files' `category_id` are dataset category ids (what `eomt eval --out` writes); with `label_ids`
+    they are the model's contiguous label ids 0..K-1 (what `eomt predict` writes)."""
     directory = Path(predictions)
     if not directory.is_dir():
         raise DatasetError(f"{directory}: predictions directory does not exist")
     ds = open_dataset(dataset, data, split)
     task = task or ds.info.task
     metric = make_metric(task, ds.info)
+    to_contiguous = _label_id_check(ds.info) if label_ids else ds.info.to_contiguous
     stems = {Path(ds.file_name(i)).stem: i for i in range(len(ds))}
     suffix = ".json" if task == "instance" else ".png"
     own = ("metrics.json", "summary.json")  # eval's metrics and predict's job summary
@@ -238,7 +251,7 @@ def evaluate_predictions(predictions: str | os.PathLike, data: str | os.PathLike
     for path in files:
         index = stems[path.stem]
         sample = ds[index]
-        prediction = _read_prediction(task, directory, path.stem, ds.info.to_contiguous)
+        prediction = _read_prediction(task, directory, path.stem, to_contiguous)
         if "segmentation" in prediction:
             _check_size(sample, prediction["segmentation"], str(path))
         update_metric(metric, task, index, sample, prediction)
