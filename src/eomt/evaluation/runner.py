@@ -11,7 +11,6 @@ import copy
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +67,12 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
     image, no image twice, and the metric states are merged with the metrics' `sync()`; every process
     returns the same result.
     """
-    from tqdm import tqdm
-
     from ..io_utils import write_json_atomic
     from ..jobs.layout import shard
     from ..jobs.processes import check_devices, start
     from ..predict_job import write_result
     from ..predictor import Segmenter
+    from ..progress import progress_bar
 
     check_devices(devices, num_nodes, device)
     if isinstance(model, Segmenter) and (devices > 1 or num_nodes > 1):
@@ -96,8 +94,7 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
         out_dir.mkdir(parents=True, exist_ok=True)
     post = {"mode": "topk"} if task == "instance" else {}
     category = dict(enumerate(ds.info.category_ids)) if ds.info.category_ids else None
-    with tqdm(total=len(mine), unit="img", desc=f"eomt eval ({task})", file=sys.stderr,
-              disable=not (progress and processes.is_main)) as bar:
+    with progress_bar(len(mine), f"eomt eval ({task})", "img", enabled=progress and processes.is_main) as bar:
         for start_at in range(0, len(mine), batch_size):
             indices = mine[start_at:start_at + batch_size]
             samples = [ds[i] for i in indices]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -169,7 +168,7 @@ class Trainer:
             except ImportError:
                 raise TrainingError("train.wandb=true needs the wandb package (pip install wandb)") from None
             self.wandb = wandb.init(project="eomt", name=r.name, config=r.to_dict(), dir=str(t.out))
-        fabric.seed_everything(t.seed)
+        fabric.seed_everything(t.seed, verbose=False)
         self.out.mkdir(parents=True, exist_ok=True)
         train_set, dataset, sampler, loader = self._data()
         info = train_set.info
@@ -218,12 +217,12 @@ class Trainer:
 
     def _loop(self, wrapped, model, optimizer, loader, sampler, dataset, state, total, schedule,
               starts, ends, stop: StopFlag | None = None) -> list[dict[str, float]]:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
         fabric, t = self.fabric, self.recipe.train
         history: list[dict[str, float]] = []
-        bar = tqdm(total=total, initial=state["step"], unit="step", file=sys.stderr, desc=self.recipe.name,
-                   disable=not (self.progress and fabric.is_global_zero))
+        bar = progress_bar(total, self.recipe.name, "steps", enabled=self.progress and fabric.is_global_zero,
+                           initial=state["step"])
         started = time.perf_counter()
         while state["step"] < total:
             epoch = state["epoch"]
