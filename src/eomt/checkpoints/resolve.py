@@ -55,12 +55,13 @@ def _hub_download(repo_id: str, filename: str, required: bool, options: HubOptio
     shown = f"{options.subfolder}/{filename}" if options.subfolder else filename
     offline = hub_offline()
     # one quick probe instead of ~30 s of download retries when there is no network
-    no_network = not offline and not options.local_files_only and not hub_reachable()
+    no_network = (not offline and not options.local_files_only and not options.force_download
+                  and not hub_reachable())
     try:
         return Path(hf_hub_download(
             repo_id, filename, subfolder=options.subfolder or None, revision=options.revision,
             cache_dir=options.cache_dir, local_files_only=options.local_files_only or no_network,
-            token=options.token, force_download=options.force_download and not no_network))
+            token=options.token, force_download=options.force_download))
     except LocalEntryNotFoundError:  # must come first: it is also an EntryNotFoundError
         if not required:
             return None
