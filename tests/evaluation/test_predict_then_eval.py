@@ -25,7 +25,7 @@ def test_predict_output_scores_with_label_ids(tmp_path, capsys):
     data = make_synthetic_dataset(tmp_path / "data", num_train=0, num_val=3, size=32, seed=4)
     assert main(["predict", str(data / "val2017"), "-m", str(tmp_path / "model"), "-o", str(tmp_path / "p"),
                  "-q", "-d", "cpu", "--threshold", "0.1"]) == 0
-    segments = [s for f in (tmp_path / "p").glob("*.json") for s in json.loads(f.read_text())["segments_info"]]
+    segments = [s for f in (tmp_path / "p").glob("0*.json") for s in json.loads(f.read_text())["segments_info"]]
     assert segments and all(0 <= s["category_id"] < 7 for s in segments)  # label ids, not category ids 1..7
     capsys.readouterr()
     args = ["eval", "-p", str(tmp_path / "p"), "--data", str(data), "--dataset", "coco_panoptic",
