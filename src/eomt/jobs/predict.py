@@ -96,6 +96,17 @@ def _is_complete(item: PlannedImage, task: str, out: Path) -> bool:
     return all((out / name).exists() for name in result_files(task, item.name))
 
 
+def inference_failure(exc: BaseException, image: Any) -> str:
+    """One line for an image the model could not segment; out of memory gets a hint."""
+    text = (str(exc).splitlines() or [""])[0]
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
+            marker in text.lower() for marker in ("out of memory", "can't allocate", "cannot allocate")):
+        size = f"{image.width}x{image.height} " if hasattr(image, "width") else ""
+        return (f"out of memory on this {size}image: results are made at the image's full resolution; downscale "
+                f"it (e.g. to 4000 px on the long side) or use --batch-size 1 / --device cpu")
+    return f"inference failed ({type(exc).__name__}: {text[:300]})"
+
+
 def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
                    model: Any = None, *, task: str | None = None, devices: int = 1, num_nodes: int = 1,
                    device: str | None = None, dtype: str | None = None, batch_size: int = 1, num_workers: int = 2,
@@ -180,11 +191,17 @@ def _run(segmenter, task: str, items: list[PlannedImage], out: Path, batch_size:
         try:
             results = segmenter.predict([image for _, image in good], task=task, batch_size=max(1, len(good)),
                                         threshold=threshold) if good else []
-        except Exception as exc:  # a batch-level failure (e.g. out of memory) fails its images, not the job
-            for item, _ in good:
-                counts.fail(item.path, f"inference failed ({type(exc).__name__}: {exc})")
+        except Exception:  # a batch-level failure (e.g. out of memory): each image alone, so only the culprit fails
             results = []
+            for item, image in good:
+                try:
+                    results.append(segmenter.predict([image], task=task, threshold=threshold)[0])
+                except Exception as exc:
+                    counts.fail(item.path, inference_failure(exc, image))
+                    results.append(None)
         for (item, image), result in zip(good, results, strict=False):
+            if result is None:
+                continue
             try:
                 counts.files_written += len(write_result(result, image, item.name, out, item.path))
                 counts.done += 1
