@@ -221,3 +221,10 @@ def test_existing_results_are_refused_unless_asked(models, images, tmp_path, cap
     assert (summary["done"], summary["skipped"], summary["files_written"]) == (0, 2, 0)
     assert main(args + ["--overwrite"]) == 0
     assert json.loads((out / "summary.json").read_text())["done"] == 2
+
+
+def test_redirected_progress_is_plain_lines(models, images, tmp_path, capsys):
+    code = main(["predict", str(images), "--model", str(models["panoptic"]), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 0 and "\r" not in err
+    assert any(line.startswith("eomt predict (panoptic") and "img (100%)" in line for line in err.splitlines()), err

@@ -9,7 +9,6 @@ relies on to continue an interrupted run. Process 0 gathers the counts and write
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -172,14 +171,12 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
 def _run(segmenter, task: str, items: list[PlannedImage], out: Path, batch_size: int, num_workers: int,
          threshold: float, counts: ProcessCounts, progress: bool, position: str) -> None:
     """Decode (workers), segment (batches) and write this process's images, counting as it goes."""
-    from tqdm import tqdm
-
     from ..predict_job import write_result
+    from ..progress import progress_bar
 
     loader = torch.utils.data.DataLoader(_ImageFiles(items), batch_size=batch_size, num_workers=num_workers,
                                          collate_fn=_as_list, shuffle=False)
-    bar = tqdm(total=len(items), unit="img", desc=f"eomt predict ({task}, process {position})",
-               disable=not progress, file=sys.stderr)
+    bar = progress_bar(len(items), f"eomt predict ({task}, process {position})", "img", enabled=progress)
     started = time.perf_counter()
     for batch in loader:
         good = []
