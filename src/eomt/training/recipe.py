@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+WEIGHT_DECAY_POLICIES = ("all", "matrices")  # see eomt.training.schedules.param_groups
 
 
 class RecipeError(ValueError):
@@ -195,8 +196,9 @@ def validate(recipe: Recipe) -> None:
         (t.accumulate >= 1, f"train.accumulate must be >= 1, got {t.accumulate}"),
         (t.lr > 0, f"train.lr must be positive, got {t.lr}"),
         (0 < t.layer_decay <= 1, f"train.layer_decay must be in (0, 1], got {t.layer_decay}"),
-        (t.weight_decay_policy in ("all", "matrices"),
-         f"train.weight_decay_policy must be 'all' or 'matrices', got {t.weight_decay_policy!r}"),
+        (t.weight_decay_policy in WEIGHT_DECAY_POLICIES,
+         f"train.weight_decay_policy must be one of {', '.join(WEIGHT_DECAY_POLICIES)}, "
+         f"got {t.weight_decay_policy!r}"),
         (isinstance(t.llrd_l2, bool), f"train.llrd_l2 must be true or false, got {t.llrd_l2!r}"),
         (t.epochs > 0 or (t.max_steps or 0) > 0, "train.epochs or train.max_steps must be positive"),
         ((t.annealing_starts is None) == (t.annealing_ends is None),

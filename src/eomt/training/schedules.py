@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .recipe import WEIGHT_DECAY_POLICIES
+
 
 def annealing_probability(step: int, start: int, end: int, power: float = 0.9) -> float:
     """Masked-attention probability of one block: 1 before `start`, 0 from `end`, polynomial between."""
@@ -38,9 +40,6 @@ def annealing_windows(total_steps: int, num_blocks: int) -> tuple[list[int], lis
 
 
 # ---- learning rates ----------------------------------------------------------------------------
-
-
-WEIGHT_DECAY_POLICIES = ("all", "matrices")
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
