@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -196,9 +197,13 @@ def e2e_table(args) -> None:
                            str(outs[name]), "--device", args.device, "-q", *variants[name]]
                 else:
                     cmd = [sys.executable, "-c", THEIRS_SCRIPT, str(directory), str(folder), args.device]
+                if name in outs:  # each run writes a fresh folder (predict refuses to mix into an old one)
+                    shutil.rmtree(outs[name], ignore_errors=True)
                 start = time.perf_counter()
-                subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 times[name].append(time.perf_counter() - start)
+                if done.returncode != 0:
+                    raise SystemExit(f"{name} failed:\n{done.stderr[-2000:]}")
         from PIL import Image
 
         def agreement(name: str) -> str:

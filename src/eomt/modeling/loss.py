@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from ..config import EomtConfig
@@ -62,6 +61,8 @@ class HungarianMatcher:
     def __call__(self, mask_logits: Tensor, class_logits: Tensor, mask_labels: list[Tensor],
                  class_labels: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         indices = []
+        from scipy.optimize import linear_sum_assignment  # here: scipy.optimize costs inference 0.2 s to import
+
         for i in range(mask_logits.shape[0]):
             cost_class = -class_logits[i].float().softmax(-1)[:, class_labels[i]]
             points = torch.rand(1, self.num_points, 2, device=mask_logits.device)

@@ -1,7 +1,7 @@
 """EomtImageProcessor: images in, network inputs out; network outputs in, segmentations out.
 
 Torch-native and batched: images become uint8 tensors on the chosen device, are resized with
-torchvision (antialiased, as transformers' torchvision processor does), then either padded
+torchvision's values (antialiased, as transformers' torchvision processor does; `resize.py`), then either padded
 (instance / panoptic: long side = S, zero pad to S x S) or cut into overlapping windows along the
 long side (semantic: short side = S), and finally normalised.
 """
@@ -18,18 +18,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from . import postprocess
 from .image_io import to_rgb_tensor
+from .resize import mode_for, resize
 from .sizes import resized_size, size_pair, window_starts
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# PIL resampling codes, as stored in preprocessor_config.json
-_RESAMPLE = {0: InterpolationMode.NEAREST_EXACT, 1: InterpolationMode.LANCZOS, 2: InterpolationMode.BILINEAR,
-             3: InterpolationMode.BICUBIC, 4: InterpolationMode.BOX, 5: InterpolationMode.HAMMING}
 _PROCESSOR_TYPES = ("EomtImageProcessor", "EomtImageProcessorFast", "EomtImageProcessorPil")
 
 
@@ -77,7 +73,7 @@ class EomtImageProcessor:
         self.size = _size_dict(size) if size is not None else {"shortest_edge": 640, "longest_edge": 640}
         self.do_resize = do_resize
         self.resample = int(resample)
-        if self.resample not in _RESAMPLE:
+        if self.resample not in range(6):
             raise ValueError(f"resample must be a PIL resampling code 0-5, got {resample}")
         self.do_rescale, self.rescale_factor = do_rescale, rescale_factor
         self.do_normalize = do_normalize
@@ -167,14 +163,13 @@ class EomtImageProcessor:
         settings["size"] = _size_dict(settings["size"])
         return settings
 
-    def _resize(self, images: list[Tensor], s: dict[str, Any], mode: InterpolationMode) -> list[Tensor]:
+    def _resize(self, images: list[Tensor], s: dict[str, Any], mode: str) -> list[Tensor]:
         if not s["do_resize"]:
             return images
         out = []
         for image in images:
             size = resized_size(*image.shape[-2:], s["size"]["shortest_edge"], s["size"].get("longest_edge"))
-            antialias = mode not in (InterpolationMode.NEAREST, InterpolationMode.NEAREST_EXACT)
-            out.append(TF.resize(image, list(size), interpolation=mode, antialias=antialias))
+            out.append(resize(image, size, mode))
         return out
 
     def _split(self, images: list[Tensor], window: int) -> tuple[list[Tensor], list[Tensor]]:
@@ -205,7 +200,7 @@ class EomtImageProcessor:
             return image * s["rescale_factor"]
         return image
 
-    def _layout(self, images: list[Tensor], s: dict[str, Any], mode: InterpolationMode):
+    def _layout(self, images: list[Tensor], s: dict[str, Any], mode: str):
         images = self._resize(images, s, mode)
         offsets: list[Tensor] = []
         if s["do_split_image"]:
@@ -231,7 +226,7 @@ class EomtImageProcessor:
         tensors = [to_rgb_tensor(image) for image in _as_list(images)]
         if device is not None:
             tensors = [t.to(device) for t in tensors]
-        pixels, offsets = self._layout(tensors, s, _RESAMPLE[s["resample"]])
+        pixels, offsets = self._layout(tensors, s, mode_for(s["resample"]))
         pixels = [self._normalize(p, s) for p in pixels]
         if return_tensors is not None and len({p.shape for p in pixels}) == 1:
             pixels = torch.stack(pixels)
@@ -248,7 +243,7 @@ class EomtImageProcessor:
             raise ValueError(f"got {count} images but {len(maps)} segmentation maps")
         if device is not None:
             maps = [m.to(device) for m in maps]
-        maps, offsets = self._layout([m[None] for m in maps], s, InterpolationMode.NEAREST_EXACT)
+        maps, offsets = self._layout([m[None] for m in maps], s, "nearest-exact")
         owners = [int(o[0]) for o in offsets] if offsets else list(range(len(maps)))  # window -> image
         mask_labels, class_labels = [], []
         for seg, owner in zip(maps, owners, strict=True):
