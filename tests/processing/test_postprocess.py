@@ -308,3 +308,31 @@ def test_input_validation():
                               patch_offsets=[(0, 0, 128), (0, 100, 228)])
     with pytest.raises(ValueError, match="mode"):
         instance_segmentation(mask_logits, class_logits, [(10, 10)] * 2, PADDED, mode="best")
+
+
+@pytest.mark.parametrize("size, mask_hw", [({"shortest_edge": 640, "longest_edge": 640}, 160),
+                                           ({"shortest_edge": 644, "longest_edge": 644}, 184),
+                                           ({"shortest_edge": 128, "longest_edge": 128}, 32)])
+def test_masks_at_target_computes_only_the_crop_with_the_full_resize_values(size, mask_hw):
+    """The first resize reads an input prefix with the same scale: bit-equal to resize-all-then-crop."""
+    from eomt.processing.postprocess import _masks_at_target
+    from eomt.processing.sizes import resized_size, size_pair
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, mask_hw, mask_hw, generator=g) * 5
+    for target in [(480, 640), (640, 480), (300, 301), (1000, 17), (17, 1000), (683, 1024), (1, 1), (640, 640)]:
+        full = F.interpolate(logits[None], size=size_pair(size), mode="bilinear", align_corners=False)
+        crop_h, crop_w = resized_size(*target, size["shortest_edge"], size["longest_edge"])
+        expected = F.interpolate(full[..., :crop_h, :crop_w], size=target, mode="bilinear", align_corners=False)[0]
+        assert torch.equal(_masks_at_target(logits, size, target), expected), target
+
+
+def test_fast_argmax_over_the_leading_dimension_is_argmax():
+    from eomt.processing.postprocess import _argmax0
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 4, (7, 301, 257), generator=g).float()  # many ties: the first maximum wins
+    assert torch.equal(_argmax0(x), x.argmax(0))
+    y = torch.randn(200, 65, 1100, generator=g)  # several bands
+    assert torch.equal(_argmax0(y), y.argmax(0))
+    assert torch.equal(_argmax0(torch.ones(1, 3, 4)), torch.zeros(3, 4, dtype=torch.long))

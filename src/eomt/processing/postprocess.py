@@ -14,7 +14,10 @@ differently:
 - semantic segmentation sums windows as matrix products (classes x queries @ queries x pixels)
   straight into the canvas, in place where it can;
 - bilinear resizes to the size a tensor already has are skipped (they are the identity);
-- the panoptic validity checks are tensor reductions over the argmax map, not one pass per query.
+- the panoptic validity checks are tensor reductions over the argmax map, not one pass per query;
+- the resize to the padded input size computes only the crop the image occupied (bit-equal values);
+- per-pixel work runs a cache-sized band of rows at a time, and argmax over queries or classes is an
+  amax (vectorised on CPU) of ranks.
 
 Differences in the returned values, by design: the panoptic and instance "segmentation" maps are
 always int64 with -1 for void (transformers returns a float map for instance segmentation, and a
@@ -79,15 +82,56 @@ def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=hw, mode="bilinear", align_corners=False)
 
 
+def _rows_needed(out_size: int, in_size: int, keep: int) -> int:
+    """Input rows (a prefix) that a bilinear resize in_size -> out_size reads for its first `keep` outputs
+    and that resize exactly like the whole: the prefix p must give the same scale (p / (p * out / in)) and
+    its last row must not be clamped; in_size when no shorter prefix qualifies."""
+    source = (keep - 0.5) * in_size / out_size - 0.5  # where the last kept output row samples
+    for rows in range(max(1, int(source) + 2), in_size):
+        if (rows * out_size) % in_size == 0 and rows * out_size // in_size >= keep:
+            return rows
+    return in_size
+
+
 def _masks_at_target(logits: torch.Tensor, size: dict[str, int], target: tuple[int, int]) -> torch.Tensor:
     """Mask logits (N, h, w) of a padded input -> (N, H, W) at the original image size.
 
     Up to the network input size, crop the region the resized image occupied, resize to the target.
+    The first resize only computes the rows and columns the crop keeps (from an input prefix with the same
+    scale, so the values are those of the full resize; padding is a third of a landscape photo's input).
     """
     height, width = target
-    out = _resize(logits[None], size_pair(size))
+    (full_h, full_w), (h, w) = size_pair(size), logits.shape[-2:]
     crop_h, crop_w = resized_size(height, width, size["shortest_edge"], size.get("longest_edge"))
+    rows, cols = _rows_needed(full_h, h, crop_h), _rows_needed(full_w, w, crop_w)
+    out = _resize(logits[None, :, :rows, :cols], (rows * full_h // h, cols * full_w // w))
     return _resize(out[..., :crop_h, :crop_w], target)[0]
+
+
+def _band_rows(x: torch.Tensor) -> int:
+    """Rows of a (N, H, W) tensor per band so that a band (about 2 MB of float32) stays in CPU cache."""
+    return x.shape[1] if x.is_cuda else max(1, (1 << 19) // max(1, x.shape[0] * x.shape[2]))
+
+
+def _argmax0(x: torch.Tensor) -> torch.Tensor:
+    """`x.argmax(0)` of a (N, H, W) tensor (the first maximum), 3-4x faster on CPU.
+
+    The index is N - max(rank) over the entries equal to the maximum, with rank = N - n: an amax over the
+    leading dimension is vectorised where argmax is not. Done a band of rows at a time. A pixel whose
+    values are all NaN gets N - 1.
+    """
+    count = x.shape[0]
+    if x.is_cuda or count == 0:
+        return x.argmax(0)
+    dtype = torch.int16 if count < 32767 else torch.int32
+    ranks = torch.arange(count, 0, -1, dtype=dtype, device=x.device).view(-1, 1, 1)
+    out = torch.empty(x.shape[1:], dtype=torch.long, device=x.device)
+    band = _band_rows(x)
+    for top in range(0, x.shape[1], band):
+        part = x[:, top:top + band]
+        rank = (part.eq(part.amax(0)).to(dtype) * ranks).amax(0)
+        out[top:top + band] = (count - rank.long()).clamp_(max=count - 1)
+    return out
 
 
 def _last_covering(masks: torch.Tensor) -> torch.Tensor:
@@ -212,11 +256,36 @@ def semantic_segmentation(
         probs = [p.sigmoid_() if in_place else p.sigmoid() for p in probs]
         weights = [class_probs[row] for row in rows]
         scores = _semantic_scores(probs, weights, placement, axis, canvas_hw, target)
-        results.append((scores.argmax(0), scores) if return_scores else scores.argmax(0))
+        segmentation = _argmax0(scores)
+        results.append((segmentation, scores) if return_scores else segmentation)
     return results
 
 
 # -------------------------------------------------------------------------------------- panoptic
+
+
+def _assign_pixels(logits: torch.Tensor, scores: torch.Tensor, mask_threshold: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For (N, H, W) mask logits of the kept queries: each pixel's query (argmax of score x sigmoid),
+    whether that query's probability reaches `mask_threshold` there, and each query's area at or above it.
+
+    Computed a band of rows at a time, so that the N x H x W probabilities never exist in full
+    (the work is memory bound: a band stays in cache through all the steps).
+    """
+    count, height, width = logits.shape
+    assigned = torch.empty((height, width), dtype=torch.long, device=logits.device)
+    in_own = torch.empty((height, width), dtype=torch.bool, device=logits.device)
+    above_area = torch.zeros(count, dtype=torch.long, device=logits.device)
+    band = _band_rows(logits)
+    weights = scores[:, None, None]
+    for top in range(0, height, band):
+        probs = logits[:, top:top + band].sigmoid()
+        owner = _argmax0(weights * probs)
+        above = probs >= mask_threshold
+        assigned[top:top + band] = owner
+        in_own[top:top + band] = above.gather(0, owner[None])[0]
+        above_area += above.sum((1, 2))
+    return assigned, in_own, above_area
 
 
 @torch.no_grad()
@@ -262,12 +331,9 @@ def panoptic_segmentation(
             continue
         scores, labels = top_scores[i, kept], top_labels[i, kept]
         count = kept.numel()
-        probs = _masks_at_target(mask_logits[i, kept], size, target).sigmoid_()
-        assigned = (scores[:, None, None] * probs).argmax(0)  # (H, W): index into the kept queries
-        above = probs >= mask_threshold
-        in_own = above.gather(0, assigned[None])[0]  # pixel's own query is above the mask threshold
+        logits = _masks_at_target(mask_logits[i, kept], size, target)
+        assigned, in_own, above_area = _assign_pixels(logits, scores, mask_threshold)
         assigned_area = torch.bincount(assigned.flatten(), minlength=count)
-        above_area = above.flatten(1).sum(1)
         final_area = torch.bincount(assigned[in_own], minlength=count)
         # float32 division compared in float64, as transformers' `(a / b).item() > threshold`
         ratio_ok = (assigned_area / above_area).double() > overlap_mask_area_threshold
