@@ -2,7 +2,7 @@
 
     python benchmarks/fps.py [--models S] [--size 640] [--batch 1 4] [--dtypes float32 bfloat16]
                              [--modes eager compiled onnxruntime] [--runs 5] [--device cpu]
-    python benchmarks/fps.py --e2e FOLDER [--e2e-modes float32 bfloat16 onnxruntime] [--runs 3]
+    python benchmarks/fps.py --e2e FOLDER [--e2e-modes float32 bfloat16 onnxruntime int8] [--runs 3]
 
 Forward table: per model size a transformers EoMT is built from a fixed seed (class and mask heads
 sharpened so that panoptic thresholds keep segments, `attn_mask_probs` zero: a finished model), saved,
@@ -208,15 +208,17 @@ def e2e_table(args) -> None:
     count = sum(1 for p in folder.iterdir() if p.is_file())
     variants = {"eomt predict float32": ["--dtype", "float32"], "eomt predict bfloat16": ["--dtype", "bfloat16"],
                 "eomt predict onnxruntime": ["--backend", "onnxruntime"],
+                "eomt predict onnxruntime int8": ["--backend", "onnxruntime", "--dtype", "int8"],
                 "eomt predict compiled": ["--compile"]}
     variants = {k: v for k, v in variants.items() if k.split()[-1] in args.e2e_modes}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "model"
         build(args.models[0], args.size, directory)
         env = {**os.environ, "EOMT_CACHE": str(Path(tmp) / "cache")}
-        if "onnxruntime" in args.e2e_modes:  # the one-time export is not part of the timed runs
-            subprocess.run([sys.executable, "-c", "import sys; from eomt.onnx_runtime import cached_export; "
-                            "cached_export(sys.argv[1])", str(directory)], env=env, check=True)
+        for mode, dtype in (("onnxruntime", "float32"), ("int8", "int8")):  # one-time exports are not timed
+            if mode in args.e2e_modes:
+                subprocess.run([sys.executable, "-c", "import sys; from eomt.onnx_runtime import cached_export; "
+                                "cached_export(sys.argv[1], sys.argv[2])", str(directory), dtype], env=env, check=True)
         times = {name: [] for name in [*variants, "transformers pipeline"]}
         outs = {name: Path(tmp) / name.replace(" ", "_") for name in variants}
         theirs_out = Path(tmp) / "transformers"
@@ -353,8 +355,8 @@ def main() -> None:
     parser.add_argument("--e2e", metavar="FOLDER", help="time `eomt predict` vs the transformers pipeline instead")
     parser.add_argument("--make-photos", type=int, metavar="N",
                         help="first write N test photos (JPEG, from examples/) into the --e2e folder")
-    parser.add_argument("--e2e-modes", nargs="+", default=["float32", "bfloat16", "onnxruntime"],
-                        choices=["float32", "bfloat16", "onnxruntime", "compiled"])
+    parser.add_argument("--e2e-modes", nargs="+", default=["float32", "bfloat16", "onnxruntime", "int8"],
+                        choices=["float32", "bfloat16", "onnxruntime", "int8", "compiled"])
     args = parser.parse_args()
     print(f"device: {device_name(args.device)}; torch {torch.__version__}, transformers {transformers.__version__}")
     if args.e2e:

@@ -70,3 +70,11 @@ def check_device(name: str | None) -> None:
         raise ValueError(f"--device {name}: MPS is not available on this machine (use --device cpu)")
     elif kind == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
         raise ValueError(f"--device {name}: XPU is not available on this machine (use --device cpu)")
+
+
+def check_runtime(dtype: str | None, backend: str, compile: bool = False) -> None:
+    """Refuse precision / backend combinations that cannot run, before any model is loaded."""
+    if dtype == "int8" and backend != "onnxruntime":
+        raise ValueError("--dtype int8 runs on the onnxruntime backend only (add --backend onnxruntime)")
+    if compile and backend != "torch":
+        raise ValueError("--compile applies to the torch backend only")

@@ -135,7 +135,8 @@ class Segmenter:
 
         `backend="onnxruntime"` runs an exported directory (`eomt export`) given as `source`, or
         exports `source` once (any input size, `dtype`) into the cache (`$EOMT_CACHE`, else
-        ~/.cache/eomt) and runs that; it needs `pip install 'eomt[onnx]'`.
+        ~/.cache/eomt) and runs that; it needs `pip install 'eomt[onnx]'`. `dtype="int8"` (onnxruntime
+        only) quantizes the encoder blocks before the queries join (see `eomt.quantize`).
         """
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
@@ -144,6 +145,8 @@ class Segmenter:
             raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu")
         if backend == "onnxruntime":
             return cls._from_onnx(source, device, dtype, task, compile, config_overrides)
+        if dtype in ("int8", torch.int8):
+            raise ValueError("dtype int8 runs on the onnxruntime backend only (backend='onnxruntime')")
         model = EomtForUniversalSegmentation.from_pretrained(source, **config_overrides)
         try:
             processor = EomtImageProcessor.from_pretrained(source)
