@@ -76,3 +76,21 @@ def test_coco_instance_form_decodes_to_the_masks(models):
 def test_bfloat16_runs(models):
     result = Segmenter.from_pretrained(models["panoptic"], dtype="bfloat16").predict(IMAGE)
     assert result.segmentation.shape == (400, 600)
+
+
+def test_bfloat16_runs_the_backbone_in_bfloat16_and_the_heads_in_float32(models):
+    segmenter = Segmenter.from_pretrained(models["panoptic"], dtype="bfloat16")
+    model = segmenter.model
+    assert model.dtype == torch.bfloat16 and model.layers[0].mlp.fc1.weight.dtype == torch.bfloat16
+    assert {p.dtype for head in (model.mask_head, model.upscale_block, model.class_predictor)
+            for p in head.parameters()} == {torch.float32}
+    full = Segmenter.from_pretrained(models["panoptic"]).model
+    all_bf16 = Segmenter.from_pretrained(models["panoptic"]).model.to(torch.bfloat16)
+    pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = full(pixels).masks_queries_logits
+        mixed = model(pixels.bfloat16()).masks_queries_logits
+        rounded = all_bf16(pixels.bfloat16()).masks_queries_logits
+    assert mixed.dtype == torch.float32
+    # float32 heads remove the heads' rounding: the mask logits are closer to float32's
+    assert (mixed - expected).abs().mean() < (rounded.float() - expected).abs().mean()

@@ -133,6 +133,8 @@ class Segmenter:
                         compile: bool = False, **config_overrides: Any) -> Segmenter:
         """Load model and processor; `device` defaults to CUDA when available, `dtype` to float32.
 
+        With `dtype` bfloat16 or float16 the backbone runs in that precision and the heads in float32.
+
         `backend="onnxruntime"` runs an exported directory (`eomt export`) given as `source`, or
         exports `source` once (any input size, `dtype`) into the cache (`$EOMT_CACHE`, else
         ~/.cache/eomt) and runs that; it needs `pip install 'eomt[onnx]'`. `dtype="int8"` (onnxruntime
@@ -160,7 +162,10 @@ class Segmenter:
             processor = EomtImageProcessor()
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else (dtype or torch.float32)
         stuff = processor.extra.get("stuff_classes")  # written by `eomt train`
-        return cls(model.to(device=device, dtype=dtype), processor, task, stuff_classes=stuff, compile=compile)
+        model = model.to(device=device, dtype=dtype)
+        if dtype in (torch.bfloat16, torch.float16):
+            model.float32_heads()  # half-precision backbone, float32 mask logits (see its docstring)
+        return cls(model, processor, task, stuff_classes=stuff, compile=compile)
 
     @classmethod
     def _from_onnx(cls, source: str | os.PathLike, device: torch.device, dtype: torch.dtype | str | None,
