@@ -126,6 +126,8 @@ def runners(directory: Path, dtype: str, modes: list[str], device: str, cache: P
 
         runtime = OnnxRuntimeModel(cached_export(str(directory), "float16" if dtype != "float32" else dtype), device)
         found["eomt onnxruntime" + ("" if dtype == "float32" else " fp16")] = eomt_call(runtime)
+        if dtype == "float32" and device == "cpu":  # int8 encoder blocks, float32 query blocks and heads
+            found["eomt onnxruntime int8"] = eomt_call(OnnxRuntimeModel(cached_export(str(directory), "int8")))
     theirs = transformers.EomtForUniversalSegmentation.from_pretrained(directory).to(device, torch_dtype).eval()
 
     def theirs_call(x):
