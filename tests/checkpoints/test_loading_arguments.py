@@ -202,3 +202,24 @@ def test_missing_directory_is_an_os_error_and_a_checkpoint_error(tmp_path):
         assert isinstance(err.value, CheckpointError) and "no such file or directory" in str(err.value)
     with pytest.raises(OSError):  # transformers raises OSError for the same call
         transformers.EomtConfig.from_pretrained(tmp_path / "nowhere")
+
+
+def test_loading_skips_random_initialisation_and_restores_torch_init(saved, tmp_path):
+    """The file's weights replace every parameter, so none is drawn first: the global random stream is
+    untouched by loading (and a ViT-L loads seconds faster); nn.init works normally afterwards, also
+    after a failed load."""
+    init_uniform = torch.nn.init.uniform_
+    state = torch.random.get_rng_state()
+    model = EomtForUniversalSegmentation.from_pretrained(saved)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    reference = load_file(saved / "model.safetensors")
+    assert torch.equal(model.query.weight, reference["query.weight"])
+    with pytest.raises(CheckpointError):
+        EomtForUniversalSegmentation.from_pretrained(tmp_path / "missing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text((saved / "config.json").read_text())
+    save_file({"query.weight": reference["query.weight"]}, tmp_path / "bad" / "model.safetensors")
+    with pytest.raises(CheckpointError):
+        EomtForUniversalSegmentation.from_pretrained(tmp_path / "bad")
+    assert torch.nn.init.uniform_ is init_uniform
+    assert torch.nn.init.uniform_(torch.zeros(1000), 1.0, 2.0).min() >= 1.0

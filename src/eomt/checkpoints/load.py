@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,25 @@ def load_checkpoint_file(path: Path, **overrides: Any) -> tuple[EomtConfig, dict
 CLASS_HEAD = ("class_predictor.weight", "class_predictor.bias", "criterion.empty_weight")
 
 
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
+                   "xavier_uniform_", "xavier_normal_", "zeros_", "ones_", "constant_")
+
+
+@contextmanager
+def _weights_left_uninitialised() -> Iterator[None]:
+    """Build a model without its random initialisation: the file's tensors replace every parameter
+    (`load_strict` checks that none is missing), and initialising a ViT-L takes seconds on CPU.
+    Buffers are made by the constructors, not by `nn.init`, and keep their values."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    for name in _INIT_FUNCTIONS:
+        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
 def load_model(source: str | os.PathLike, reinit_class_head: bool = False, *, dtype: Any = None,
                torch_dtype: Any = None, device_map: Any = None, output_loading_info: bool = False,
                **kwargs: Any):
@@ -126,7 +147,10 @@ def load_model(source: str | os.PathLike, reinit_class_head: bool = False, *, dt
     check_config_against_weights(config, state_dict, str(source), class_head=not reinit_class_head)
     if target_dtype == "auto":
         target_dtype = next((t.dtype for t in state_dict.values() if t.is_floating_point()), torch.float32)
-    model = EomtForUniversalSegmentation(config)
+    with _weights_left_uninitialised():
+        model = EomtForUniversalSegmentation(config)
+    if reinit_class_head:
+        model.class_predictor.reset_parameters()
     expected = model.state_dict()
     missing = [k for k in OPTIONAL_BUFFERS if k not in state_dict]
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
