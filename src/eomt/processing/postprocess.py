@@ -110,18 +110,18 @@ def _masks_at_target(logits: torch.Tensor, size: dict[str, int], target: tuple[i
 
 def _band_rows(x: torch.Tensor) -> int:
     """Rows of a (N, H, W) tensor per band so that a band (about 2 MB of float32) stays in CPU cache."""
-    return x.shape[1] if x.is_cuda else max(1, (1 << 19) // max(1, x.shape[0] * x.shape[2]))
+    return x.shape[1] if x.device.type != "cpu" else max(1, (1 << 19) // max(1, x.shape[0] * x.shape[2]))
 
 
 def _argmax0(x: torch.Tensor) -> torch.Tensor:
-    """`x.argmax(0)` of a (N, H, W) tensor (the first maximum), 3-4x faster on CPU.
+    """`x.argmax(0)` of a (N, H, W) tensor (the first maximum), 3-4x faster on CPU (other devices: argmax).
 
     The index is N - max(rank) over the entries equal to the maximum, with rank = N - n: an amax over the
     leading dimension is vectorised where argmax is not. Done a band of rows at a time. A pixel whose
     values are all NaN gets N - 1.
     """
     count = x.shape[0]
-    if x.is_cuda or count == 0:
+    if x.device.type != "cpu" or count == 0:
         return x.argmax(0)
     dtype = torch.int16 if count < 32767 else torch.int32
     ranks = torch.arange(count, 0, -1, dtype=dtype, device=x.device).view(-1, 1, 1)
