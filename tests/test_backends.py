@@ -116,3 +116,29 @@ def test_compiled_segmenter_segments_like_eager(panoptic_model):
     compiled = Segmenter.from_pretrained(panoptic_model, device="cpu", compile=True)
     for a, b in zip(compiled.predict(IMAGES, batch_size=2), eager.predict(IMAGES, batch_size=2), strict=True):
         _same(a, b)
+
+
+def test_with_onnxruntime_files_are_written_beside_the_next_forward_and_failures_still_counted(
+        exported, tmp_path, monkeypatch, capsys):
+    """The onnxruntime backend writes in a background thread: a failed write is still one reported image
+    with no partial files, and the other images' files are complete."""
+    import eomt.io_utils
+
+    real = eomt.io_utils.write_jpeg_atomic
+
+    def failing(path, *args, **kwargs):
+        if "coffee" in str(path):
+            raise OSError("disk full")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(eomt.io_utils, "write_jpeg_atomic", failing)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in IMAGES:
+        shutil.copy(path, folder)
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--model", str(exported), "--backend", "onnxruntime", "--out", str(out),
+                 "-q"]) == 1
+    assert "coffee.png: cannot write results (disk full)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["chelsea.json", "chelsea.png", "chelsea_overlay.jpg",
+                                                     "summary.json"]
