@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import save_task_model
+from helpers import fail_overlay_writes, save_task_model
 from PIL import Image
 
 from eomt.cli import main
@@ -122,16 +122,7 @@ def test_with_onnxruntime_files_are_written_beside_the_next_forward_and_failures
         exported, tmp_path, monkeypatch, capsys):
     """The onnxruntime backend writes in a background thread: a failed write is still one reported image
     with no partial files, and the other images' files are complete."""
-    import eomt.io_utils
-
-    real = eomt.io_utils.write_jpeg_atomic
-
-    def failing(path, *args, **kwargs):
-        if "coffee" in str(path):
-            raise OSError("disk full")
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(eomt.io_utils, "write_jpeg_atomic", failing)
+    fail_overlay_writes(monkeypatch, "coffee")
     folder = tmp_path / "images"
     folder.mkdir()
     for path in IMAGES:

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 import pytest
-from helpers import save_task_model
+from helpers import fail_overlay_writes, save_task_model
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -100,16 +100,7 @@ def test_bad_inputs_are_reported_and_the_rest_completes(models, images, tmp_path
 
 
 def test_a_failed_write_leaves_no_partial_files(models, images, tmp_path, monkeypatch, capsys):
-    import eomt.io_utils
-
-    real = eomt.io_utils.write_jpeg_atomic
-
-    def failing(path, *args, **kwargs):
-        if "coffee" in str(path):
-            raise OSError("disk full")
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(eomt.io_utils, "write_jpeg_atomic", failing)
+    fail_overlay_writes(monkeypatch, "coffee")
     out = tmp_path / "out"
     assert main(["predict", str(images), "--model", str(models["panoptic"]), "--out", str(out), "-q"]) == 1
     assert "coffee.png: cannot write results (disk full)" in capsys.readouterr().err
