@@ -31,8 +31,8 @@ def encoder_matmuls(model, quantized_blocks: int) -> list[str]:
 
 
 def quantize_encoder(source: Path, target: Path, num_hidden_layers: int, num_blocks: int,
-                     external_data: bool = False) -> int:
-    """Write `target`: `source` with the encoder blocks' linear layers in int8. Returns how many were."""
+                     external_data: bool = False) -> None:
+    """Write `target`: `source` with the encoder blocks' linear layers in int8."""
     import logging
 
     import onnx
@@ -42,15 +42,12 @@ def quantize_encoder(source: Path, target: Path, num_hidden_layers: int, num_blo
     chosen = encoder_matmuls(model, num_hidden_layers - num_blocks)
     if not chosen:
         raise ValueError(f"{source}: no encoder linear layer found to quantize (was it exported by eomt?)")
-    chosen_set = set(chosen)
-    others = [node.name for node in model.graph.node if node.op_type == "MatMul" and node.name not in chosen_set]
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs advice on calibration, which dynamic quantization has none of
     try:
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], nodes_to_exclude=others,
+                         op_types_to_quantize=["MatMul"], nodes_to_quantize=chosen,
                          use_external_data_format=external_data)
     finally:
         root.setLevel(level)
-    return len(chosen)
