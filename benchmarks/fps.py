@@ -122,7 +122,7 @@ def runners(directory: Path, dtype: str, modes: list[str], device: str, cache: P
         found["eomt compiled"] = eomt_call(torch.compile(ours, mode=mode, dynamic=False))
     if "onnxruntime" in modes and not (device == "cpu" and dtype == "bfloat16"):  # no bf16 kernels on ORT CPU
         os.environ["EOMT_CACHE"] = str(cache)
-        from eomt.onnx_runtime import OnnxRuntimeModel, cached_export
+        from eomt.runtimes.onnx_runtime import OnnxRuntimeModel, cached_export
 
         runtime = OnnxRuntimeModel(cached_export(str(directory), "float16" if dtype != "float32" else dtype), device)
         found["eomt onnxruntime" + ("" if dtype == "float32" else " fp16")] = eomt_call(runtime)
@@ -219,8 +219,9 @@ def e2e_table(args) -> None:
         env = {**os.environ, "EOMT_CACHE": str(Path(tmp) / "cache")}
         for mode, dtype in (("onnxruntime", "float32"), ("int8", "int8")):  # one-time exports are not timed
             if mode in args.e2e_modes:
-                subprocess.run([sys.executable, "-c", "import sys; from eomt.onnx_runtime import cached_export; "
-                                "cached_export(sys.argv[1], sys.argv[2])", str(directory), dtype], env=env, check=True)
+                subprocess.run([sys.executable, "-c", "import sys; from eomt.runtimes.onnx_runtime import "
+                                "cached_export; cached_export(sys.argv[1], sys.argv[2])", str(directory), dtype],
+                               env=env, check=True)
         times = {name: [] for name in [*variants, "transformers pipeline"]}
         outs = {name: Path(tmp) / name.replace(" ", "_") for name in variants}
         theirs_out = Path(tmp) / "transformers"

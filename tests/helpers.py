@@ -106,13 +106,13 @@ def save_task_model(directory: Path, task: str) -> Path:
 
 def fail_overlay_writes(monkeypatch, name_part: str, message: str = "disk full") -> None:
     """Make writing the overlay of every image whose path contains `name_part` raise OSError(message)."""
-    import eomt.io_utils
+    import eomt.outputs.atomic
 
-    real = eomt.io_utils.write_jpeg_atomic
+    real = eomt.outputs.atomic.write_jpeg_atomic
 
     def failing(path, *args, **kwargs):
         if name_part in str(path):
             raise OSError(message)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(eomt.io_utils, "write_jpeg_atomic", failing)
+    monkeypatch.setattr(eomt.outputs.atomic, "write_jpeg_atomic", failing)

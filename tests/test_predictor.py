@@ -9,7 +9,7 @@ from helpers import save_task_model
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from eomt.formats import rgb_to_panoptic
+from eomt.outputs.coco_formats import rgb_to_panoptic
 from eomt.predictor import Segmenter
 
 IMAGE = "examples/coffee.png"

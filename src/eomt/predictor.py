@@ -65,7 +65,7 @@ class Prediction:
 
     def to_coco_panoptic(self, label_to_category: dict[int, int] | None = None):
         """(H, W, 3) uint8 PNG array (id = R + 256 G + 256^2 B, segment id + 1; 0 = void) and segments_info."""
-        from .formats import panoptic_segments_info, panoptic_to_rgb
+        from .outputs.coco_formats import panoptic_segments_info, panoptic_to_rgb
 
         if self.task != "panoptic":
             raise ValueError(f"a {self.task} result has no panoptic form")
@@ -76,7 +76,7 @@ class Prediction:
 
     def to_coco_instances(self, image_id: int | str, label_to_category: dict[int, int] | None = None) -> list[dict]:
         """COCO results: one {image_id, category_id, segmentation (RLE), bbox, score, area} per instance."""
-        from .formats import instance_results
+        from .outputs.coco_formats import instance_results
 
         if self.task != "instance":
             raise ValueError(f"a {self.task} result has no instance form")
@@ -85,7 +85,7 @@ class Prediction:
 
     def overlay(self, image: Image.Image, alpha: float = 0.5) -> Image.Image:
         """The image with coloured masks, outlines and class names."""
-        from .visualize import overlay, overlay_instances
+        from .outputs.overlay import overlay, overlay_instances
 
         image = to_rgb_pil(image)
         if self.task == "instance":
@@ -95,7 +95,7 @@ class Prediction:
 
 
 def _areas_and_boxes(segment_map: Tensor, ids: list[int]) -> tuple[list[int], list[tuple[float, ...]]]:
-    from .formats import segment_stats
+    from .outputs.coco_formats import segment_stats
 
     areas, boxes = segment_stats(segment_map, ids)
     return [int(a) for a in areas], [tuple(float(v) for v in b) for b in boxes]
@@ -138,7 +138,7 @@ class Segmenter:
         `backend="onnxruntime"` runs an exported directory (`eomt export`) given as `source`, or
         exports `source` once (any input size, `dtype`) into the cache (`$EOMT_CACHE`, else
         ~/.cache/eomt) and runs that; it needs `pip install 'eomt[onnx]'`. `dtype="int8"` (onnxruntime
-        only) quantizes the encoder blocks before the queries join (see `eomt.quantize`).
+        only) quantizes the encoder blocks before the queries join (see `eomt.runtimes.quantize`).
         """
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
@@ -170,8 +170,8 @@ class Segmenter:
     @classmethod
     def _from_onnx(cls, source: str | os.PathLike, device: torch.device, dtype: torch.dtype | str | None,
                    task: str | None, compile: bool, config_overrides: dict[str, Any]) -> Segmenter:
-        from .export import ONNX_FILE
-        from .onnx_runtime import OnnxRuntimeModel, cached_export
+        from .runtimes.export import ONNX_FILE
+        from .runtimes.onnx_runtime import OnnxRuntimeModel, cached_export
 
         if compile or config_overrides:
             raise ValueError("the onnxruntime backend takes no compile=True or config overrides")
@@ -248,7 +248,7 @@ class Segmenter:
         if task == "instance" and masks is not None:
             masks = masks.bool()
             areas = masks.flatten(1).sum(1).tolist()
-            from .formats import masks_to_bboxes
+            from .outputs.coco_formats import masks_to_bboxes
 
             boxes = [tuple(float(v) for v in b) for b in masks_to_bboxes(masks).tolist()]
         else:

@@ -10,7 +10,7 @@ from helpers import write_hub_cache
 
 from eomt import EomtConfig
 from eomt.checkpoints import network
-from eomt.cli import main
+from eomt.cli.commands import main
 
 
 def _closed_port() -> int:

@@ -15,7 +15,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from eomt.data import DatasetError, open_dataset
-from eomt.formats import encode_rle
+from eomt.outputs.coco_formats import encode_rle
 
 H, W = 24, 32
 CATEGORIES = [  # unsorted on purpose: contiguous ids follow the category ids

@@ -11,7 +11,7 @@ from helpers import PROCESSOR_SETTINGS, make_confident, make_reference
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from eomt.cli import main
+from eomt.cli.commands import main
 
 CATEGORIES = [{"id": 1, "name": "cat", "isthing": 1}, {"id": 2, "name": "dog", "isthing": 1},
               {"id": 7, "name": "sky", "isthing": 0}]

@@ -7,7 +7,7 @@ import json
 import torch
 
 from eomt import EomtConfig, EomtForUniversalSegmentation
-from eomt.cli import main
+from eomt.cli.commands import main
 from eomt.processing.image_processor import EomtImageProcessor
 from eomt.training.synthetic import make_synthetic_dataset
 

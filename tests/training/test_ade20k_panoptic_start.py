@@ -10,7 +10,7 @@ import torch
 from ade20k_fixture import write_ade20k_panoptic
 
 from eomt import EomtConfig, EomtForUniversalSegmentation
-from eomt.cli import main
+from eomt.cli.commands import main
 
 FAST = ["train.max_steps=2", "train.devices=1", "train.accelerator=cpu", "train.precision=32-true",
         "train.batch_size=2", "data.num_workers=0", "data.crop_size=64", "model.config.image_size=64",

@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from eomt import EomtForUniversalSegmentation
-from eomt.cli import main
+from eomt.cli.commands import main
 from eomt.training import trainer as trainer_module
 from eomt.training.interrupt import TrainingInterrupted
 from eomt.training.recipe import load_recipe

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from eomt.data import open_dataset
-from eomt.formats import rgb_to_panoptic
+from eomt.outputs.coco_formats import rgb_to_panoptic
 from eomt.training.synthetic import (
     STUFF_CLASSES,
     SYNTHETIC_CATEGORIES,

@@ -10,7 +10,8 @@ from eomt import EomtForUniversalSegmentation
 from eomt.evaluation.runner import evaluate
 from eomt.predictor import Segmenter
 from eomt.processing.image_processor import EomtImageProcessor
-from eomt.training.recipe import RecipeError, TrainingError, load_recipe
+from eomt.training.errors import RecipeError, TrainingError
+from eomt.training.recipe import load_recipe
 from eomt.training.synthetic import make_synthetic_dataset
 from eomt.training.trainer import Trainer, build_model
 
@@ -141,7 +142,7 @@ def test_every_preset_loads():
 
 
 def test_train_command_reports_a_missing_dataset_in_one_line(tmp_path, capsys):
-    from eomt.cli import main
+    from eomt.cli.commands import main
 
     code = main(["train", "--recipe", "synthetic_tiny", "--data", str(tmp_path / "nowhere"), "--out",
                  str(tmp_path / "run"), "-q"])

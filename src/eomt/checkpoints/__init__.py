@@ -1,4 +1,8 @@
-"""Reading and writing EoMT checkpoints in every format users hold."""
+"""Reading and writing EoMT checkpoints in every format users hold, and building a model from a backbone.
+
+Above modeling/ (backbone_init builds the network); never imports processing/, runtimes/, data/, evaluation/,
+training/, jobs/ or cli/. `load.py` never imports the network class: `from_pretrained` passes it in.
+"""
 
 from .errors import CheckpointError
 

@@ -52,7 +52,7 @@ def tensors_only(entries: dict[str, object], path: str | os.PathLike) -> dict[st
 
 def write_safetensors_atomic(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """Save through a temporary file in the same folder and rename, so no half-written file remains."""
-    from ..io_utils import atomic_path
+    from ..outputs.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)

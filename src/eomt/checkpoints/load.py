@@ -113,10 +113,11 @@ def _weights_left_uninitialised() -> Iterator[None]:
             setattr(nn.init, name, function)
 
 
-def load_model(source: str | os.PathLike, reinit_class_head: bool = False, *, dtype: Any = None,
+def load_model(model_class: type, source: str | os.PathLike, reinit_class_head: bool = False, *, dtype: Any = None,
                torch_dtype: Any = None, device_map: Any = None, output_loading_info: bool = False,
                **kwargs: Any):
-    """Build the model for `source` and load its weights strictly; returned in eval mode.
+    """Build a `model_class` (the caller's class: this module never imports the network) for `source` and
+    load its weights strictly; returned in eval mode.
 
     `kwargs`: the hub/location arguments of `HubOptions` (revision, cache_dir, local_files_only, token,
     subfolder, force_download) and EomtConfig field overrides; any other name is a TypeError, raised
@@ -127,8 +128,6 @@ def load_model(source: str | os.PathLike, reinit_class_head: bool = False, *, dt
     (`missing_keys`: optional buffers the file lacks and a re-initialised class head) and the file's
     class-head tensors whose shapes differ (`mismatched_keys`: name, file shape, model shape).
     """
-    from ..modeling.eomt import EomtForUniversalSegmentation
-
     options = HubOptions.pop_from(kwargs)
     check_overrides(kwargs, "from_pretrained()")
     target_dtype = parse_dtype(dtype, torch_dtype)
@@ -148,7 +147,7 @@ def load_model(source: str | os.PathLike, reinit_class_head: bool = False, *, dt
     if target_dtype == "auto":
         target_dtype = next((t.dtype for t in state_dict.values() if t.is_floating_point()), torch.float32)
     with _weights_left_uninitialised():
-        model = EomtForUniversalSegmentation(config)
+        model = model_class(config)
     if reinit_class_head:
         model.class_predictor.reset_parameters()
     expected = model.state_dict()

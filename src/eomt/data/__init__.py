@@ -1,6 +1,7 @@
 """Dataset readers shared by evaluation and training: COCO panoptic / instance, ADE20K, Cityscapes, custom.
 
 Each reads an extracted folder or the original zip archives without extracting them (`eomt.data.archive`).
+Reads files into tensors: never imports modeling/, checkpoints/, runtimes/, evaluation/, training/, jobs/ or cli/.
 """
 
 from eomt.data.archive import Tree, open_tree

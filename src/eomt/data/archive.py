@@ -29,7 +29,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from eomt.data.sample import DatasetError
+from eomt.data.errors import DatasetError
 from eomt.processing.image_io import to_rgb_pil
 
 __all__ = ["Tree", "open_tree"]

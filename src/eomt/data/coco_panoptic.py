@@ -22,7 +22,7 @@ import torch
 
 from eomt.data.archive import Tree
 from eomt.data.sample import Dataset, DatasetError, DatasetInfo, Entry, Sample, check_same_size, require
-from eomt.formats import rgb_to_panoptic
+from eomt.outputs.coco_formats import rgb_to_panoptic
 
 
 def coco_split(split: str) -> str:

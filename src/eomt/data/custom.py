@@ -33,7 +33,7 @@ from eomt.data.sample import (
     require,
     semantic_sample,
 )
-from eomt.formats import rgb_to_panoptic
+from eomt.outputs.coco_formats import rgb_to_panoptic
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 CLASS_FILES = ("classes.json", "classes.yaml", "classes.yml")

@@ -12,17 +12,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from eomt.data.errors import DatasetError
+
 if TYPE_CHECKING:
     from eomt.data.archive import Tree
 
 TASKS = ("semantic", "instance", "panoptic")
-
-
-class DatasetError(ValueError):
-    """A dataset cannot be read; the one-line message names the file and the problem."""
-
-    def __init__(self, message: str):
-        super().__init__(str(message).replace("\r", " ").replace("\n", " "))
 
 
 @dataclass

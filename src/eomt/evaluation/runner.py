@@ -67,12 +67,12 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
     image, no image twice, and the metric states are merged with the metrics' `sync()`; every process
     returns the same result.
     """
-    from ..io_utils import write_json_atomic
     from ..jobs.layout import shard
     from ..jobs.processes import check_devices, start
-    from ..predict_job import write_result
+    from ..outputs.atomic import write_json_atomic
+    from ..outputs.progress import progress_bar
+    from ..outputs.result_files import write_result
     from ..predictor import Segmenter
-    from ..progress import progress_bar
 
     check_devices(devices, num_nodes, device)
     if isinstance(model, Segmenter) and (devices > 1 or num_nodes > 1):
@@ -165,7 +165,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_prediction(task: str, directory: Path, stem: str, to_contiguous) -> dict[str, Any]:
-    from ..formats import rgb_to_panoptic
+    from ..outputs.coco_formats import rgb_to_panoptic
 
     png, js = directory / f"{stem}.png", directory / f"{stem}.json"
     if task == "semantic":

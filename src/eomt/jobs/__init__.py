@@ -1,6 +1,7 @@
-"""Jobs over many images on one or many processes: `predict_folder` (what `eomt predict` runs).
+"""Jobs over many files: `predict_folder` (what `eomt predict` runs) and `convert` (`eomt convert`).
 
-layout (inputs and output names), processes (Lightning Fabric), predict (the job), summary (its counts).
+layout (inputs and output names), processes (Lightning Fabric), predict (the job), summary (its counts),
+convert (a checkpoint to a transformers folder). Never imports evaluation/, training/ or cli/.
 """
 
 from __future__ import annotations

@@ -72,8 +72,8 @@ def _refuse_existing(plan: list[PlannedImage], out: Path) -> None:
 
 
 def _remove_stale_temporaries(items: list[PlannedImage], task: str, out: Path) -> None:
-    """Temporary files a killed run left behind (`.<file>.<random>.tmp`, see io_utils) for these images."""
-    from ..predict_job import result_files
+    """Temporary files a killed run left behind (`.<file>.<random>.tmp`, see eomt.outputs.atomic) for these images."""
+    from ..outputs.result_files import result_files
 
     expected: dict[Path, set[str]] = {}
     for item in items:
@@ -91,7 +91,7 @@ def _remove_stale_temporaries(items: list[PlannedImage], task: str, out: Path) -
 
 
 def _is_complete(item: PlannedImage, task: str, out: Path) -> bool:
-    from ..predict_job import result_files
+    from ..outputs.result_files import result_files
 
     return all((out / name).exists() for name in result_files(task, item.name))
 
@@ -162,7 +162,7 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     summary = PredictSummary.combine(task, str(out), len(plan), everyone, source_failures)
     summary.rank = processes.rank
     if processes.is_main:
-        from ..io_utils import write_json_atomic
+        from ..outputs.atomic import write_json_atomic
 
         write_json_atomic(out / SUMMARY_FILE, summary.to_dict(), indent=2)
     processes.barrier()
@@ -172,8 +172,8 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
 def _run(segmenter, task: str, items: list[PlannedImage], out: Path, batch_size: int, num_workers: int,
          threshold: float, counts: ProcessCounts, progress: bool, position: str) -> None:
     """Decode (workers), segment (batches) and write this process's images, counting as it goes."""
-    from ..predict_job import write_result
-    from ..progress import progress_bar
+    from ..outputs.progress import progress_bar
+    from ..outputs.result_files import write_result
 
     loader = torch.utils.data.DataLoader(_ImageFiles(items), batch_size=batch_size, num_workers=num_workers,
                                          collate_fn=_as_list, shuffle=False)

@@ -209,7 +209,7 @@ class EomtForUniversalSegmentation(nn.Module):
         """
         from ..checkpoints.load import load_model
 
-        return load_model(pretrained_model_name_or_path, reinit_class_head=reinit_class_head, **kwargs)
+        return load_model(cls, pretrained_model_name_or_path, reinit_class_head=reinit_class_head, **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json + model.safetensors in the layout transformers reads."""

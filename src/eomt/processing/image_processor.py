@@ -132,7 +132,7 @@ class EomtImageProcessor:
 
     def to_json_file(self, json_file_path: str | os.PathLike) -> None:
         """Write `to_json_string` to a file (atomically: never a half-written file)."""
-        from ..io_utils import write_bytes_atomic
+        from ..outputs.atomic import write_bytes_atomic
 
         write_bytes_atomic(Path(json_file_path), self.to_json_string().encode())
 

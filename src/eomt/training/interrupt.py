@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .recipe import TrainingError
+from .errors import TrainingError
 
 
 class TrainingInterrupted(TrainingError):

@@ -13,16 +13,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .errors import RecipeError
+
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 WEIGHT_DECAY_POLICIES = ("all", "matrices")  # see eomt.training.schedules.param_groups
-
-
-class RecipeError(ValueError):
-    """A recipe cannot be read or holds an invalid value; the message names the key."""
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on; the message says why and where the last good checkpoint is."""
 
 
 @dataclass

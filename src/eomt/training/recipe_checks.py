@@ -10,6 +10,8 @@ import math
 from dataclasses import fields
 from typing import Any
 
+from .errors import RecipeError
+
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16-true", "bf16-mixed", "bf16-true", "16", "bf16",
               "transformer-engine", "transformer-engine-float16")
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps", "tpu")
@@ -153,8 +155,6 @@ def _hardware(t) -> None:
 
 def check_recipe_values(recipe, where: str) -> None:
     """Raise RecipeError naming the first key whose value is of the wrong type or out of range."""
-    from .recipe import RecipeError
-
     try:
         _model(recipe.model)
         _data(recipe.data)

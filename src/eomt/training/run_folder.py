@@ -6,8 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
-from ..output_dirs import check_writable_dir
-from .recipe import TrainingError
+from ..outputs.folders import check_writable_dir
+from .errors import TrainingError
 
 # What `eomt train` writes into its run folder.
 RUN_FILES = ("last.ckpt", "best.ckpt", "final", "logs", "tensorboard", "recipe.json")

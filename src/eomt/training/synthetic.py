@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from eomt.formats import segment_stats
+from eomt.outputs.coco_formats import segment_stats
 
 __all__ = [
     "STUFF_CLASSES",
@@ -318,7 +318,7 @@ def make_synthetic_dataset(root: str | os.PathLike, num_train: int = 200, num_va
             raise ValueError(f"{label} must be a non-negative int, got {count!r}")
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    from eomt.output_dirs import check_new_output, staged_directory
+    from eomt.outputs.folders import check_new_output, staged_directory
 
     root = check_new_output(root, overwrite, "files", option="synthetic dataset folder")
     with staged_directory(root) as staging:

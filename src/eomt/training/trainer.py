@@ -20,10 +20,11 @@ import torch
 
 from ..config import EomtConfig
 from ..data import open_dataset
-from ..io_utils import atomic_path, write_json_atomic
 from ..modeling.eomt import EomtForUniversalSegmentation
+from ..outputs.atomic import atomic_path, write_json_atomic
+from .errors import TrainingError
 from .interrupt import StopFlag, TrainingInterrupted, stop_on_signals
-from .recipe import Recipe, TrainingError
+from .recipe import Recipe
 from .schedules import WarmupPoly, annealing_probabilities, annealing_windows, param_groups, set_learning_rates
 
 
@@ -217,7 +218,7 @@ class Trainer:
 
     def _loop(self, wrapped, model, optimizer, loader, sampler, dataset, state, total, schedule,
               starts, ends, stop: StopFlag | None = None) -> list[dict[str, float]]:
-        from ..progress import progress_bar
+        from ..outputs.progress import progress_bar
 
         fabric, t = self.fabric, self.recipe.train
         history: list[dict[str, float]] = []

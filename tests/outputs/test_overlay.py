@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from eomt.visualize import (
+from eomt.outputs.overlay import (
     LABEL_BOX_COLOR,
     PALETTE,
     _label_points,

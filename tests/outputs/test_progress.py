@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eomt.progress import PlainProgress, progress_bar
+from eomt.outputs.progress import PlainProgress, progress_bar
 
 
 def test_redirected_progress_is_plain_lines(capsys):

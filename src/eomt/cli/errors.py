@@ -31,7 +31,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """One line saying what went wrong, naming the file or value where the exception carries it."""
-    from .training.recipe import TrainingError
+    from ..training.errors import TrainingError
 
     message = one_line(str(exc))
     if _is_out_of_memory(exc):

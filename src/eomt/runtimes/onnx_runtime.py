@@ -1,4 +1,4 @@
-"""An exported model (see `eomt.export`) run by onnxruntime, behind the interface `Segmenter` uses.
+"""An exported model (see `eomt.runtimes.export`) run by onnxruntime, behind the interface `Segmenter` uses.
 
 `OnnxRuntimeModel(directory, device)` is called like the torch model (`model(pixel_values)` ->
 an `EomtOutput` with class and mask logits) and carries its `config`, `device` and `dtype`.
@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import EomtConfig
+from ..config import EomtConfig
+from ..modeling.eomt import EomtOutput
 from .export import ONNX_FILE, ExportError, export_onnx, read_export_info
-from .modeling.eomt import EomtOutput
 
 
 def _import_onnxruntime():
@@ -98,7 +98,7 @@ def cache_root() -> Path:
 
 def _identity(source: str | os.PathLike, dtype: str) -> str:
     """What makes an export reusable: the source's files (path, size, mtime) or hub snapshot, dtype, versions."""
-    from . import __version__
+    from .. import __version__
 
     parts = [str(dtype), torch.__version__, __version__]
     path = Path(source)
@@ -106,7 +106,7 @@ def _identity(source: str | os.PathLike, dtype: str) -> str:
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         parts += [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files]
     else:  # a hub id: its snapshot folder names the commit
-        from .checkpoints.resolve import resolve_file
+        from ..checkpoints.resolve import resolve_file
 
         parts.append(str(resolve_file(source, "config.json").parent))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
@@ -117,8 +117,8 @@ def cached_export(source: str | os.PathLike, dtype: str = "float32") -> Path:
     directory = cache_root() / "onnx" / _identity(source, dtype)
     if (directory / ONNX_FILE).is_file():
         return directory
-    from .modeling.eomt import EomtForUniversalSegmentation
-    from .processing.image_processor import EomtImageProcessor
+    from ..modeling.eomt import EomtForUniversalSegmentation
+    from ..processing.image_processor import EomtImageProcessor
 
     model = EomtForUniversalSegmentation.from_pretrained(source)
     try:

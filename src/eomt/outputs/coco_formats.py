@@ -1,7 +1,7 @@
 """Conversions of post-processed segmentations to standard (COCO) formats.
 
 Pure functions over torch tensors or numpy arrays; nothing here reads or writes files (see
-`eomt.io_utils` for the writers).
+`eomt.outputs.atomic` for the writers).
 
 Conventions:
 

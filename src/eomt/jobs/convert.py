@@ -8,14 +8,14 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .output_dirs import check_new_output, staged_directory
+from ..outputs.folders import check_new_output, staged_directory
 
 PROCESSOR_FILE = "preprocessor_config.json"
 
 
 def check_overrides(overrides: dict[str, Any]) -> None:
     """`--set KEY=VALUE` keys must be EomtConfig fields (a typo is an error, as in a recipe)."""
-    from .config import ConfigError, EomtConfig
+    from ..config import ConfigError, EomtConfig
 
     known = {f.name for f in fields(EomtConfig)} - {"extra"}
     unknown = sorted(k for k in overrides if k not in known)
@@ -25,12 +25,12 @@ def check_overrides(overrides: dict[str, Any]) -> None:
 
 def _processor_config(source: str | os.PathLike) -> dict[str, Any] | None:
     """The source's preprocessor_config.json (a folder or hub repo), or the one a training run recorded."""
-    from .checkpoints.errors import CheckpointError
-    from .checkpoints.resolve import resolve_file
+    from ..checkpoints.errors import CheckpointError
+    from ..checkpoints.resolve import resolve_file
 
     path = Path(source)
     if path.is_file():
-        from .checkpoints.run_checkpoint import run_processor
+        from ..checkpoints.run_checkpoint import run_processor
 
         recorded = run_processor(path)  # last.ckpt / best.ckpt of `eomt train`
         if recorded is not None:
@@ -54,8 +54,8 @@ def convert(source: str | os.PathLike, out: str | os.PathLike, overrides: dict[s
             overwrite: bool = False) -> list[str]:
     """Load `source`, write `out` (config.json, model.safetensors and the processor config when the source has
     one); refuse a non-empty `out` unless `overwrite`. Returns the names written."""
-    from .io_utils import write_json_atomic
-    from .modeling.eomt import EomtForUniversalSegmentation
+    from ..modeling.eomt import EomtForUniversalSegmentation
+    from ..outputs.atomic import write_json_atomic
 
     check_overrides(overrides)
     out = check_new_output(out, overwrite, "files", option="OUT")

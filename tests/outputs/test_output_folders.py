@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from eomt import EomtConfig, EomtForUniversalSegmentation
-from eomt.cli import main
-from eomt.output_dirs import OutputExistsError, check_new_output, staged_directory
+from eomt.cli.commands import main
+from eomt.outputs.folders import OutputExistsError, check_new_output, staged_directory
 from eomt.processing.image_processor import EomtImageProcessor
 from eomt.training import synthetic
-from eomt.training.recipe import TrainingError
+from eomt.training.errors import TrainingError
 from eomt.training.run_folder import prepare_run_folder
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_blocks=1, num_queries=4, image_size=32,

@@ -17,8 +17,8 @@ from helpers import fail_overlay_writes, save_task_model
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from eomt.cli import build_parser, main
-from eomt.formats import rgb_to_panoptic
+from eomt.cli.commands import build_parser, main
+from eomt.outputs.coco_formats import rgb_to_panoptic
 from eomt.predictor import Segmenter
 
 

@@ -10,10 +10,10 @@ import torch
 from helpers import fail_overlay_writes, save_task_model
 from PIL import Image
 
-from eomt.cli import main
-from eomt.export import ONNX_FILE
-from eomt.onnx_runtime import OnnxRuntimeModel, providers_for
+from eomt.cli.commands import main
 from eomt.predictor import Segmenter
+from eomt.runtimes.export import ONNX_FILE
+from eomt.runtimes.onnx_runtime import OnnxRuntimeModel, providers_for
 
 IMAGES = ["examples/coffee.png", "examples/chelsea.png"]
 
@@ -47,9 +47,9 @@ def test_onnxruntime_backend_segments_like_torch(panoptic_model, exported):
 
 
 def test_onnxruntime_backend_runs_sliding_windows_like_torch(tmp_path):
-    from eomt.export import export_onnx
     from eomt.modeling.eomt import EomtForUniversalSegmentation
     from eomt.processing.image_processor import EomtImageProcessor
+    from eomt.runtimes.export import export_onnx
 
     model_dir = save_task_model(tmp_path / "semantic", "semantic")
     export_onnx(EomtForUniversalSegmentation.from_pretrained(model_dir), EomtImageProcessor.from_pretrained(model_dir),

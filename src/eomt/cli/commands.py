@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
-from .checkpoints.errors import CheckpointError
-from .cli_checks import OneLineParser, device_name, non_negative_int, positive_int, probability
+from .. import __version__
+from ..checkpoints.errors import CheckpointError
+from .checks import OneLineParser, device_name, non_negative_int, positive_int, probability
 
 # Heavy modules (torch and everything built on it) are imported inside each command, so that
 # `eomt --help` and argument errors answer at once.
@@ -36,7 +36,7 @@ def _parse_override(text: str) -> tuple[str, object]:
 def _describe(config) -> list[str]:
     import torch
 
-    from .modeling.eomt import EomtForUniversalSegmentation
+    from ..modeling.eomt import EomtForUniversalSegmentation
 
     with torch.device("meta"):
         params = sum(p.numel() for p in EomtForUniversalSegmentation(config).parameters())
@@ -57,8 +57,8 @@ def _describe(config) -> list[str]:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Architecture of a checkpoint; reads only config.json for directories and hub ids."""
-    from .checkpoints.load import load_checkpoint_file
-    from .config import EomtConfig
+    from ..checkpoints.load import load_checkpoint_file
+    from ..config import EomtConfig
 
     path = Path(args.source)
     config = load_checkpoint_file(path)[0] if path.is_file() else EomtConfig.from_pretrained(args.source)
@@ -74,7 +74,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     """Any supported checkpoint -> a transformers-format directory (config.json + model.safetensors, and the
     source's preprocessor_config.json); the folder is written whole or not at all."""
-    from .convert_job import convert
+    from ..jobs.convert import convert
 
     written = convert(args.source, args.out, dict(args.set or []), overwrite=args.overwrite)
     print(f"wrote {', '.join(written)} to {args.out}")
@@ -83,9 +83,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Segment image files and write standard result files; non-zero exit when any image failed."""
-    from .cli_checks import check_device, check_runtime
-    from .jobs.predict import predict_folder
-    from .output_dirs import check_writable_dir
+    from ..jobs.predict import predict_folder
+    from ..outputs.folders import check_writable_dir
+    from .checks import check_device, check_runtime
 
     check_writable_dir(args.out)
     check_device(args.device)
@@ -105,10 +105,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a model on a dataset, or score prediction files that already exist."""
-    from .cli_checks import check_device, check_runtime
-    from .evaluation.report import format_table
-    from .evaluation.runner import evaluate, evaluate_predictions, strict_json
-    from .output_dirs import check_writable_dir
+    from ..evaluation.report import format_table
+    from ..evaluation.runner import evaluate, evaluate_predictions, strict_json
+    from ..outputs.folders import check_writable_dir
+    from .checks import check_device, check_runtime
 
     if args.out:
         check_writable_dir(args.out)
@@ -118,7 +118,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_predictions(args.predictions, args.data, args.dataset, task=args.task, split=args.split,
                                       label_ids=args.label_ids)
         if args.out:
-            from .io_utils import write_json_atomic
+            from ..outputs.atomic import write_json_atomic
 
             Path(args.out).mkdir(parents=True, exist_ok=True)
             write_json_atomic(Path(args.out) / "metrics.json", strict_json(result))
@@ -137,8 +137,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train or fine-tune with a recipe; the final model lands in OUT/final (transformers format)."""
-    from .training.recipe import TrainingError, load_recipe
-    from .training.run_folder import prepare_run_folder
+    from ..training.errors import TrainingError
+    from ..training.recipe import load_recipe
+    from ..training.run_folder import prepare_run_folder
 
     overrides = list(args.overrides)
     if args.data:
@@ -151,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not Path(recipe.data.path).exists():
         raise TrainingError(f"{recipe.data.path}: dataset path does not exist (--data / data.path)")
     prepare_run_folder(recipe.train.out, resume=args.resume, overwrite=args.overwrite)
-    from .training.trainer import Trainer
+    from ..training.trainer import Trainer
 
     summary = Trainer(recipe, progress=not args.quiet).fit(resume=args.resume)
     if summary["final"]:
@@ -163,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
     """Write the synthetic shapes dataset (COCO panoptic layout) for the offline quick start."""
-    from .training.synthetic import make_synthetic_dataset
+    from ..training.synthetic import make_synthetic_dataset
 
     root = make_synthetic_dataset(args.out, num_train=args.train, num_val=args.val, seed=args.seed,
                                   overwrite=args.overwrite)
@@ -294,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub, DEFAULT_MODEL)
 
-    from .training.recipe import available_recipes
+    from ..training.recipe import available_recipes
 
     train = sub.add_parser(
         "train", help="train or fine-tune with a recipe",
@@ -330,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 success, 1 an error (one line on stderr), 2 a usage error, 130 interrupted."""
-    from .cli_errors import run_command
+    from .errors import run_command
 
     args = build_parser().parse_args(argv)
     return run_command(args.command, args.func, args)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from eomt.formats import (
+from eomt.outputs.coco_formats import (
     PANOPTIC_ID_OFFSET,
     encode_rle,
     encode_rles,

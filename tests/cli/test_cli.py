@@ -6,7 +6,7 @@ import torch
 from helpers import make_reference, save_reference
 
 from eomt import EomtConfig, EomtForUniversalSegmentation
-from eomt.cli import main
+from eomt.cli.commands import main
 
 
 def test_info_reports_the_architecture_of_the_large_default(tmp_path, capsys):

@@ -23,7 +23,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from eomt import EomtConfig, EomtForUniversalSegmentation
-from eomt.cli import DATASET_KINDS, main
+from eomt.cli.commands import DATASET_KINDS, main
 from eomt.processing.image_processor import EomtImageProcessor
 from eomt.training.synthetic import make_synthetic_dataset
 
@@ -475,7 +475,7 @@ def test_the_console_command_prints_the_same_single_line(world, tmp_path):
 
 def test_help_does_not_import_torch():
     """`eomt --help` answers without importing torch (seconds on a busy machine)."""
-    code = "import sys; from eomt.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    code = "import sys; from eomt.cli.commands import build_parser; build_parser(); print('torch' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "False"
 
@@ -487,7 +487,7 @@ def test_dataset_choices_match_the_readers():
 
 
 def test_an_unexpected_error_is_still_one_line(monkeypatch, capsys):
-    import eomt.cli as cli
+    import eomt.cli.commands as cli
 
     def broken(args):
         raise IndexError("list index out of range")

@@ -25,7 +25,7 @@ def write_result(result, image: Image.Image, stem: str, out_dir: Path, source: P
     `stem` may hold folders (`a/IMG_1`), created as needed; JSON files name the image by its last part.
     `label_to_category` maps the model's contiguous label ids to dataset category ids in JSON files.
     """
-    from .io_utils import write_jpeg_atomic, write_json_atomic, write_png_atomic
+    from .atomic import write_jpeg_atomic, write_json_atomic, write_png_atomic
 
     written: list[Path] = []
     short = Path(stem).name

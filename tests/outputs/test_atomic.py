@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from eomt import io_utils
-from eomt.io_utils import (
+from eomt.outputs import atomic as io_utils
+from eomt.outputs.atomic import (
     label_map_to_image,
     write_bytes_atomic,
     write_jpeg_atomic,

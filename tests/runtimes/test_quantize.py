@@ -11,10 +11,10 @@ import torch
 from helpers import make_reference, save_task_model
 
 from eomt import EomtForUniversalSegmentation
-from eomt.cli import main
-from eomt.export import ONNX_FILE, export_onnx, read_export_info
+from eomt.cli.commands import main
 from eomt.predictor import Segmenter
 from eomt.processing.image_processor import EomtImageProcessor
+from eomt.runtimes.export import ONNX_FILE, export_onnx, read_export_info
 
 
 @pytest.fixture(scope="module")

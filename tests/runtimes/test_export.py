@@ -9,9 +9,9 @@ import torch
 from helpers import make_reference, save_task_model
 
 from eomt import EomtForUniversalSegmentation
-from eomt.cli import main
-from eomt.export import ONNX_FILE, export_onnx, read_export_info
+from eomt.cli.commands import main
 from eomt.processing.image_processor import EomtImageProcessor
+from eomt.runtimes.export import ONNX_FILE, export_onnx, read_export_info
 
 
 def _saved(tmp_path_factory, kind: str):
