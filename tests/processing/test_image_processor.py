@@ -39,6 +39,19 @@ def test_pixel_values_match_transformers(mode, hw):
         assert ours["patch_offsets"] == [] == theirs["patch_offsets"]
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", list(MODES))
+def test_pixel_values_on_cuda_match_transformers_on_cuda(mode):
+    """On a GPU, uint8 resizing goes through float32 (torchvision's rule there): compared with transformers on CUDA."""
+    pytest.importorskip("torchvision")  # transformers' processor resizes with it
+    for hw in SIZES:
+        image = _image(*hw)
+        ours = EomtImageProcessor(**MODES[mode])(image, device="cuda")
+        theirs = transformers.EomtImageProcessor(**MODES[mode])(image, return_tensors="pt", device="cuda")
+        assert ours["pixel_values"].device.type == "cuda"
+        torch.testing.assert_close(ours["pixel_values"].cpu(), theirs["pixel_values"].cpu(), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("mode", ["padded", "semantic"])
 def test_batches_of_mixed_sizes_and_input_types_match(mode):
     pil = [_image(*hw, seed=3) for hw in SIZES]

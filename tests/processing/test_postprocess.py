@@ -336,3 +336,38 @@ def test_fast_argmax_over_the_leading_dimension_is_argmax():
     y = torch.randn(200, 65, 1100, generator=g)  # several bands
     assert torch.equal(_argmax0(y), y.argmax(0))
     assert torch.equal(_argmax0(torch.ones(1, 3, 4)), torch.zeros(3, 4, dtype=torch.long))
+
+
+# -------------------------------------------------------------------------------------- on CUDA
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("task", ["semantic", "panoptic", "instance"])
+def test_post_processing_on_cuda_matches_transformers(task):
+    """The GPU path (whole masks at once, torch.argmax) gives transformers' results, and stays on the device."""
+    target_sizes = [(480, 300), (200, 640)]
+    mask_logits, class_logits = make_logits(2, 30, 20, 32, 32, seed=11)
+    reference = transformers.EomtImageProcessor()
+    gpu = mask_logits.cuda(), class_logits.cuda()
+    if task == "semantic":  # sliding windows, merged on the device
+        image_sizes = [(480, 1000), (37, 53)]
+        offsets = _windows_from_transformers(image_sizes, 128)
+        mask_logits, class_logits = make_logits(len(offsets), 24, 19, 32, 32, seed=12)
+        theirs = reference.post_process_semantic_segmentation(
+            _outputs(mask_logits, class_logits, offsets), target_sizes=image_sizes,
+            size={"shortest_edge": 128, "longest_edge": None}, return_segmentation_scores=True)
+        ours = semantic_segmentation(mask_logits.cuda(), class_logits.cuda(), image_sizes, {"shortest_edge": 128},
+                                     patch_offsets=[o.tolist() for o in offsets])
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.device.type == "cuda"
+            _assert_semantic_equal(a.cpu(), b.segmentation_scores)
+        return
+    run = panoptic_segmentation if task == "panoptic" else instance_segmentation
+    post = getattr(reference, f"post_process_{task}_segmentation")
+    ours = run(*gpu, target_sizes, PADDED)
+    theirs = post(_outputs(mask_logits, class_logits), target_sizes=target_sizes, size=PADDED)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["segmentation"].device.type == "cuda"
+        assert torch.equal(a["segmentation"].cpu(), b["segmentation"].long())
+        _assert_segments_equal(a["segments_info"], b["segments_info"])
+        assert len(a["segments_info"]) >= 3

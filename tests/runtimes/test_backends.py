@@ -118,6 +118,18 @@ def test_compiled_segmenter_segments_like_eager(panoptic_model):
         _same(a, b)
 
 
+@pytest.mark.cuda
+def test_compiled_segmenter_on_cuda_segments_like_eager(panoptic_model):
+    """compile=True on a GPU: max-autotune with CUDA graphs; other kernels than eager's, so a pixel may move."""
+    pytest.importorskip("pycocotools")  # segment areas and boxes (eomt.outputs.coco_formats)
+    torch._dynamo.reset()
+    eager = Segmenter.from_pretrained(panoptic_model, device="cuda")
+    compiled = Segmenter.from_pretrained(panoptic_model, device="cuda", compile=True)
+    for a, b in zip(compiled.predict(IMAGES, batch_size=2), eager.predict(IMAGES, batch_size=2), strict=True):
+        assert [s.label_id for s in a.segments] == [s.label_id for s in b.segments]
+        assert (a.segmentation == b.segmentation).float().mean().item() > 0.999
+
+
 def test_with_onnxruntime_files_are_written_beside_the_next_forward_and_failures_still_counted(
         exported, tmp_path, monkeypatch, capsys):
     """The onnxruntime backend writes in a background thread: a failed write is still one reported image
