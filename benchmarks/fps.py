@@ -44,7 +44,9 @@ from PIL import Image
 from eomt import EomtForUniversalSegmentation
 from eomt.processing.image_processor import EomtImageProcessor
 
-SIZES = {"S": (384, 12, 6, 3), "B": (768, 12, 12, 3), "L": (1024, 24, 16, 4), "g": (1536, 40, 24, 5)}
+# hidden size, layers, heads, query blocks; "T" is a tiny model for smoke runs (gpu_checks.sh --dry-run)
+SIZES = {"S": (384, 12, 6, 3), "B": (768, 12, 12, 3), "L": (1024, 24, 16, 4), "g": (1536, 40, 24, 5),
+         "T": (32, 2, 2, 1)}
 
 
 def device_name(device: str) -> str:
