@@ -162,6 +162,8 @@ def load_model(model_class: type, source: str | os.PathLike, reinit_class_head: 
     load_strict(model, state_dict, str(source))
     if target_dtype is not None or device is not None:
         model.to(device=device, dtype=target_dtype)
+    if config.dtype is not None:  # a dtype the file recorded now says what the loaded weights are
+        config.dtype = model.dtype
     model.eval()
     if output_loading_info:
         info = {"missing_keys": missing, "unexpected_keys": [], "mismatched_keys": mismatched, "error_msgs": []}
