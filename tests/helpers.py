@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -116,3 +117,49 @@ def fail_overlay_writes(monkeypatch, name_part: str, message: str = "disk full")
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(eomt.outputs.atomic, "write_jpeg_atomic", failing)
+
+
+def to_authors_format(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a transformers EoMT state dict the way the authors' training code names it."""
+    b = "network.encoder.backbone."
+    out = {"network.encoder.pixel_mean": torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
+           "network.encoder.pixel_std": torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)}
+    for key, value in state.items():
+        if m := re.match(r"layers\.(\d+)\.attention\.q_proj\.(weight|bias)", key):
+            qkv = [state[f"layers.{m[1]}.attention.{p}_proj.{m[2]}"] for p in "qkv"]
+            out[f"{b}blocks.{m[1]}.attn.qkv.{m[2]}"] = torch.cat(qkv)
+            continue
+        if re.match(r"layers\.\d+\.attention\.[kv]_proj\.", key):
+            continue
+        if m := re.match(r"layers\.(\d+)\.mlp\.gate_proj\.(weight|bias)", key):
+            out[f"{b}blocks.{m[1]}.mlp.fc1.{m[2]}"] = torch.cat([value, state[f"layers.{m[1]}.mlp.up_proj.{m[2]}"]])
+            continue
+        if ".mlp.up_proj." in key:
+            continue
+        renames = [
+            (r"^embeddings\.cls_token$", f"{b}cls_token"),
+            (r"^embeddings\.register_tokens$", f"{b}reg_token"),
+            (r"^embeddings\.patch_embeddings\.projection\.", f"{b}patch_embed.proj."),
+            (r"^layernorm\.", f"{b}norm."),
+            (r"^layers\.(\d+)\.attention\.out_proj\.", rf"{b}blocks.\1.attn.proj."),
+            (r"^layers\.(\d+)\.layer_scale(\d)\.lambda1$", rf"{b}blocks.\1.ls\2.gamma"),
+            (r"^layers\.(\d+)\.mlp\.down_proj\.", rf"{b}blocks.\1.mlp.fc2."),
+            (r"^layers\.(\d+)\.", rf"{b}blocks.\1."),
+            (r"^query\.", "network.q."),
+            (r"^class_predictor\.", "network.class_head."),
+            (r"^mask_head\.fc1\.", "network.mask_head.0."),
+            (r"^mask_head\.fc2\.", "network.mask_head.2."),
+            (r"^mask_head\.fc3\.", "network.mask_head.4."),
+            (r"^upscale_block\.block\.(\d+)\.layernorm2d\.", r"network.upscale.\1.norm."),
+            (r"^upscale_block\.block\.(\d+)\.", r"network.upscale.\1."),
+            (r"^attn_mask_probs$", "network.attn_mask_probs"),
+        ]
+        new = key
+        for pattern, replacement in renames:
+            new = re.sub(pattern, replacement, key)
+            if new != key:
+                break
+        if key == "embeddings.position_embeddings.weight":
+            new, value = f"{b}pos_embed", value[None]
+        out[new] = value
+    return out

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 MODEL_TYPES = ("eomt", "eomt_dinov3")
 ACTIVATIONS = ("gelu", "relu", "silu", "gelu_new", "gelu_pytorch_tanh", "quick_gelu")
@@ -20,14 +20,13 @@ ACTIVATIONS = ("gelu", "relu", "silu", "gelu_new", "gelu_pytorch_tanh", "quick_g
 _DINOV2_ONLY = ("mlp_ratio", "use_swiglu_ffn")
 _DINOV3_ONLY = (
     "intermediate_size", "rope_theta", "query_bias", "key_bias", "value_bias", "proj_bias", "mlp_bias",
-    "use_gated_mlp", "pos_embed_shift", "pos_embed_jitter", "pos_embed_rescale",
+    "use_gated_mlp", "pos_embed_shift", "pos_embed_jitter", "pos_embed_rescale", "rope_parameters",
 )
 # Keys that transformers writes or reads but that do not describe the network.
 _HOUSEKEEPING = {
-    "architectures", "transformers_version", "dtype", "torch_dtype", "use_return_dict", "problem_type",
-    "_name_or_path", "chunk_size_feed_forward",
+    "transformers_version", "torch_dtype", "use_return_dict", "_name_or_path",
     "is_encoder_decoder", "tie_word_embeddings", "pruned_heads", "_attn_implementation", "tf_legacy_loss",
-    "use_bfloat16", "rope_parameters", "num_labels",
+    "use_bfloat16", "num_labels",
 }
 
 
@@ -72,6 +71,8 @@ class EomtConfig:
     # DINOv3 backbone ("eomt_dinov3"); None means "the variant's default".
     intermediate_size: int | None = None
     rope_theta: float = 100.0
+    # transformers 5's spelling of rope_theta ({"rope_theta": ..., "rope_type": "default"}); kept equal to it
+    rope_parameters: dict[str, Any] | None = None
     query_bias: bool = True
     key_bias: bool | None = None
     value_bias: bool = True
@@ -85,7 +86,19 @@ class EomtConfig:
     output_hidden_states: bool = False
     output_attentions: bool = False
     return_dict: bool = True
+    # transformers' PretrainedConfig attributes that EoMT's network does not read, kept (and written to
+    # config.json when set) so that code and files made for transformers keep them: `dtype` (a torch dtype
+    # or its name; the model's dtype after `from_pretrained`), `architectures`, `problem_type`,
+    # `chunk_size_feed_forward` (transformers' EoMT does not chunk either).
+    dtype: Any = None
+    architectures: list[str] | None = None
+    problem_type: str | None = None
+    chunk_size_feed_forward: int = 0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # transformers' config machinery that generic code reads: EoMT has no nested configs and no decoder.
+    sub_configs: ClassVar[dict[str, type]] = {}
+    is_encoder_decoder: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         from .config_checks import check_field_types
@@ -101,13 +114,26 @@ class EomtConfig:
             self.intermediate_size = 4096
         if isinstance(self.image_size, (list, tuple)):
             self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        if self.dtype is not None:
+            self.dtype = _torch_dtype(self.dtype)
+        if self.rope_parameters is not None and not self.is_dinov3:
+            raise ConfigError("rope_parameters is a DINOv3 setting (model_type 'eomt_dinov3'): DINOv2 has no RoPE")
+        if self.rope_parameters is not None:
+            self.rope_theta = _rope_theta(self.rope_parameters)
+        self.rope_parameters = {"rope_theta": self.rope_theta, "rope_type": "default"} if self.is_dinov3 else None
         self._init_labels()
         self.validate()
         self._ready = True  # from here on, label fields stay consistent (see __setattr__)
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Setting `num_labels` after construction resizes `id2label` / `label2id` (as in transformers);
-        setting `id2label` sets `num_labels` and `label2id` to match."""
+        setting `id2label` sets `num_labels` and `label2id` to match; `rope_theta` and `rope_parameters`
+        follow each other."""
+        if getattr(self, "_ready", False) and name in ("rope_theta", "rope_parameters") and self.is_dinov3:
+            theta = _rope_theta(value) if name == "rope_parameters" else value
+            super().__setattr__("rope_theta", theta)
+            super().__setattr__("rope_parameters", {"rope_theta": theta, "rope_type": "default"})
+            return
         if not getattr(self, "_ready", False) or name not in ("num_labels", "id2label"):
             super().__setattr__(name, value)
             return
@@ -134,7 +160,22 @@ class EomtConfig:
             self.num_labels = 2
         if self.id2label is None or len(self.id2label) != self.num_labels:
             self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
-        self.label2id = {name: i for i, name in self.id2label.items()}
+        inverse = {name: i for i, name in self.id2label.items()}
+        given = self.label2id
+        # a given label2id that says the same (ids possibly as strings, as transformers allows) is kept as given
+        if given is None or {k: int(v) for k, v in given.items()} != inverse:
+            self.label2id = inverse
+
+    def __iter__(self):
+        """The attribute names, as iterating a transformers config yields them (`for key in config`)."""
+        return (f.name for f in fields(self) if f.name != "extra")
+
+    def __contains__(self, name: object) -> bool:
+        return any(name == key for key in self)
+
+    def get_text_config(self, *args: Any, **kwargs: Any) -> EomtConfig:
+        """The config itself: EoMT has no separate text / decoder config (transformers' accessor)."""
+        return self
 
     @property
     def is_dinov3(self) -> bool:
@@ -183,6 +224,8 @@ class EomtConfig:
             value = getattr(self, name)
             need(0.0 <= value <= 1.0, f"{name} must be in [0, 1], got {value}")
         need(self.oversample_ratio >= 1.0, f"oversample_ratio must be >= 1, got {self.oversample_ratio}")
+        need(self.problem_type in PROBLEM_TYPES,
+             f"problem_type must be one of {', '.join(map(str, PROBLEM_TYPES[1:]))}, got {self.problem_type!r}")
         if self.is_dinov3:
             head_dim = self.hidden_size // self.num_attention_heads
             need(head_dim % 4 == 0, f"DINOv3 RoPE needs a head dimension divisible by 4, got {head_dim}")
@@ -196,15 +239,16 @@ class EomtConfig:
         """Every attribute, as the config.json dictionary transformers writes for this variant."""
         skip = {"extra"} | set(_DINOV2_ONLY if self.is_dinov3 else _DINOV3_ONLY)
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        for name in ("dtype", "architectures", "problem_type", "chunk_size_feed_forward"):  # written when set
+            if not data[name]:
+                del data[name]
+        if "dtype" in data:
+            data["dtype"] = str(data["dtype"]).removeprefix("torch.")
         data = json.loads(json.dumps(data))  # deep copy, JSON types
         if isinstance(self.image_size, tuple):
             data["image_size"] = list(self.image_size)
         data["id2label"] = {str(k): v for k, v in self.id2label.items()}
-        if self.is_dinov3:
-            data["rope_parameters"] = {"rope_theta": self.rope_theta, "rope_type": "default"}
-            data["architectures"] = ["EomtDinov3ForUniversalSegmentation"]
-        else:
-            data["architectures"] = ["EomtForUniversalSegmentation"]
+        data.setdefault("architectures", [f"{'EomtDinov3' if self.is_dinov3 else 'Eomt'}ForUniversalSegmentation"])
         data.pop("num_labels")  # transformers derives it from id2label
         return {**self.extra, **dict(sorted(data.items()))}
 
@@ -236,13 +280,12 @@ class EomtConfig:
             raise ConfigError(f"unknown model_type {model_type!r} (expected one of {', '.join(MODEL_TYPES)})")
         known = {f.name for f in fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in data.items() if k in known}
-        rope = data.get("rope_parameters")
-        if isinstance(rope, dict):
-            if rope.get("rope_type", "default") != "default":
-                raise ConfigError(f"rope_type {rope.get('rope_type')!r} is not supported (only 'default')")
-            kwargs.setdefault("rope_theta", rope.get("rope_theta", 100.0))
+        if model_type != "eomt_dinov3":
+            kwargs.pop("rope_parameters", None)
         if "num_labels" in data and "id2label" not in data:
             kwargs["num_labels"] = data["num_labels"]
+        if kwargs.get("dtype") is None and data.get("torch_dtype") is not None:  # the name before transformers 4.56
+            kwargs["dtype"] = data["torch_dtype"]
         extra = {k: v for k, v in data.items() if k not in known and k not in _HOUSEKEEPING}
         try:
             return cls(**kwargs, extra=extra)
@@ -286,6 +329,33 @@ class EomtConfig:
     @classmethod
     def _default_model_type(cls) -> str:
         return next(f.default for f in fields(cls) if f.name == "model_type")
+
+
+PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+
+
+def _rope_theta(rope_parameters: Any) -> float:
+    """rope_theta from transformers' `rope_parameters`; only the default RoPE exists in EoMT."""
+    if not isinstance(rope_parameters, dict):
+        raise ConfigError(f"rope_parameters must be a JSON object, got {rope_parameters!r}")
+    if rope_parameters.get("rope_type", "default") != "default":
+        raise ConfigError(f"rope_type {rope_parameters.get('rope_type')!r} is not supported (only 'default')")
+    theta = rope_parameters.get("rope_theta", 100.0)
+    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not theta > 0:
+        raise ConfigError(f"rope_parameters rope_theta must be a positive number, got {theta!r}")
+    return float(theta)
+
+
+def _torch_dtype(value: Any) -> Any:
+    """A torch dtype from itself or its name (`"float16"`, `"torch.float16"`); torch is imported only here."""
+    import torch
+
+    if isinstance(value, torch.dtype):
+        return value
+    found = getattr(torch, value.removeprefix("torch."), None) if isinstance(value, str) else None
+    if not isinstance(found, torch.dtype):
+        raise ConfigError(f"dtype must be a torch dtype or its name (e.g. 'float32'), got {value!r}")
+    return found
 
 
 _OUTPUT_DEFAULTS = {f.name: f.default for f in fields(EomtConfig)

@@ -55,6 +55,13 @@ def _image_size(value: Any) -> None:
         _int("image_size", side)
 
 
+def _is_class_id(item: Any) -> bool:
+    """A whole number, or its decimal string (transformers keeps label2id values such as "0" as given)."""
+    if isinstance(item, str):
+        return item.isdecimal()
+    return isinstance(item, int) and not isinstance(item, bool)
+
+
 def _labels(name: str, value: Any, key_kind: type, value_kind: type) -> None:
     if not isinstance(value, dict):
         raise _Bad(f"{name} must be a JSON object ({'{'}\"0\": \"person\", ...{'}'}), got {type(value).__name__}")
@@ -66,7 +73,7 @@ def _labels(name: str, value: Any, key_kind: type, value_kind: type) -> None:
                 raise _Bad(f"{name} key {key!r} is not a class id") from None
         elif not isinstance(key, str):
             raise _Bad(f"{name} key {key!r} is not a label name")
-        if value_kind is int and (isinstance(item, bool) or not isinstance(item, int)):
+        if value_kind is int and not _is_class_id(item):
             raise _Bad(f"{name}[{key!r}] must be a class id, got {item!r}")
         if value_kind is str and not isinstance(item, (str, int, float)):
             raise _Bad(f"{name}[{key!r}] must be a label name, got {item!r}")
@@ -98,6 +105,12 @@ def check_field_types(values: dict[str, Any]) -> str | None:
                 raise _Bad(f"{name} must be a string, got {values[name]!r}")
         if "image_size" in values:
             _image_size(values["image_size"])
+        if "chunk_size_feed_forward" in values:
+            _int("chunk_size_feed_forward", values["chunk_size_feed_forward"])
+        architectures = values.get("architectures")
+        if architectures is not None and (not isinstance(architectures, list)
+                                          or not all(isinstance(a, str) for a in architectures)):
+            raise _Bad(f"architectures must be a list of class names, got {architectures!r}")
         if values.get("id2label") is not None:
             _labels("id2label", values["id2label"], int, str)
         if values.get("label2id") is not None:

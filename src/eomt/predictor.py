@@ -227,8 +227,10 @@ class Segmenter:
             post = processor.post_process_panoptic_segmentation(
                 out, target_sizes=sizes, threshold=threshold, stuff_classes=self.stuff_classes, **post_kwargs)
         else:
+            # a panoptic model's stuff classes (recorded, or a published model's) are no instances
             post = processor.post_process_instance_segmentation(out, target_sizes=sizes, threshold=threshold,
-                                                                **post_kwargs)
+                                                                **{"stuff_classes": self.stuff_classes,
+                                                                   **post_kwargs})
         return [self._segments(task, p) for p in post]
 
     def _label(self, label_id: int) -> str:

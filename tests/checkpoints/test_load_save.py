@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from helpers import make_reference, save_reference, write_hub_cache
+from helpers import make_reference, save_reference, to_authors_format, write_hub_cache
 from safetensors.torch import load_file, save_file
 
 from eomt import CheckpointError, EomtForUniversalSegmentation
@@ -78,52 +78,6 @@ def test_transformers_5_0_swiglu_names_load(tmp_path):
     _assert_same(_outputs(ours, pixels), _outputs(ref, pixels), atol=1e-4)
 
 
-def _to_authors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename a transformers EoMT state dict the way the authors' training code names it."""
-    b = "network.encoder.backbone."
-    out = {"network.encoder.pixel_mean": torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1),
-           "network.encoder.pixel_std": torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)}
-    for key, value in state.items():
-        if m := re.match(r"layers\.(\d+)\.attention\.q_proj\.(weight|bias)", key):
-            qkv = [state[f"layers.{m[1]}.attention.{p}_proj.{m[2]}"] for p in "qkv"]
-            out[f"{b}blocks.{m[1]}.attn.qkv.{m[2]}"] = torch.cat(qkv)
-            continue
-        if re.match(r"layers\.\d+\.attention\.[kv]_proj\.", key):
-            continue
-        if m := re.match(r"layers\.(\d+)\.mlp\.gate_proj\.(weight|bias)", key):
-            out[f"{b}blocks.{m[1]}.mlp.fc1.{m[2]}"] = torch.cat([value, state[f"layers.{m[1]}.mlp.up_proj.{m[2]}"]])
-            continue
-        if ".mlp.up_proj." in key:
-            continue
-        renames = [
-            (r"^embeddings\.cls_token$", f"{b}cls_token"),
-            (r"^embeddings\.register_tokens$", f"{b}reg_token"),
-            (r"^embeddings\.patch_embeddings\.projection\.", f"{b}patch_embed.proj."),
-            (r"^layernorm\.", f"{b}norm."),
-            (r"^layers\.(\d+)\.attention\.out_proj\.", rf"{b}blocks.\1.attn.proj."),
-            (r"^layers\.(\d+)\.layer_scale(\d)\.lambda1$", rf"{b}blocks.\1.ls\2.gamma"),
-            (r"^layers\.(\d+)\.mlp\.down_proj\.", rf"{b}blocks.\1.mlp.fc2."),
-            (r"^layers\.(\d+)\.", rf"{b}blocks.\1."),
-            (r"^query\.", "network.q."),
-            (r"^class_predictor\.", "network.class_head."),
-            (r"^mask_head\.fc1\.", "network.mask_head.0."),
-            (r"^mask_head\.fc2\.", "network.mask_head.2."),
-            (r"^mask_head\.fc3\.", "network.mask_head.4."),
-            (r"^upscale_block\.block\.(\d+)\.layernorm2d\.", r"network.upscale.\1.norm."),
-            (r"^upscale_block\.block\.(\d+)\.", r"network.upscale.\1."),
-            (r"^attn_mask_probs$", "network.attn_mask_probs"),
-        ]
-        new = key
-        for pattern, replacement in renames:
-            new = re.sub(pattern, replacement, key)
-            if new != key:
-                break
-        if key == "embeddings.position_embeddings.weight":
-            new, value = f"{b}pos_embed", value[None]
-        out[new] = value
-    return out
-
-
 @pytest.mark.parametrize("container", ["bin", "lightning_ckpt", "compiled_ckpt"])
 @pytest.mark.parametrize("overrides", [dict(hidden_size=128, num_attention_heads=2),
                                        dict(use_swiglu_ffn=True, hidden_size=128, num_attention_heads=2),
@@ -132,7 +86,7 @@ def _to_authors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def test_authors_checkpoint_loads_with_inferred_config(tmp_path, container, overrides):
     ref = make_reference("eomt", **overrides)
     ref.attn_mask_probs.zero_()
-    state = _to_authors(ref.state_dict())
+    state = to_authors_format(ref.state_dict())
     if container == "bin":
         path = tmp_path / "pytorch_model.bin"
         torch.save(state, path)
@@ -211,7 +165,7 @@ def test_unknown_model_type(tmp_path):
 def test_truncated_checkpoint(tmp_path, name):
     ref = make_reference("eomt")
     path = tmp_path / name
-    torch.save(_to_authors(ref.state_dict()), path)
+    torch.save(to_authors_format(ref.state_dict()), path)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(CheckpointError) as err:
         EomtForUniversalSegmentation.from_pretrained(path)
@@ -305,7 +259,7 @@ def test_loaded_model_without_probs_is_inference_ready(tmp_path):
 def test_authors_checkpoint_with_narrow_heads_takes_an_override(tmp_path):
     ref = make_reference("eomt")  # 16-wide heads: shapes cannot tell the head count
     ref.attn_mask_probs.zero_()
-    torch.save(_to_authors(ref.state_dict()), tmp_path / "pytorch_model.bin")
+    torch.save(to_authors_format(ref.state_dict()), tmp_path / "pytorch_model.bin")
     ours = EomtForUniversalSegmentation.from_pretrained(tmp_path / "pytorch_model.bin", num_attention_heads=2)
     pixels = torch.randn(1, 3, 64, 64)
     _assert_same(_outputs(ours, pixels), _outputs(ref, pixels), atol=1e-4)

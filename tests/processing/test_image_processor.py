@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 
 from eomt import AutoImageProcessor, EomtImageProcessor
 from eomt.processing import ImageError, load_image
+from eomt.processing.image_io import to_rgb_tensor
 
 MODES = {
     "padded": dict(size={"shortest_edge": 64, "longest_edge": 64}, do_pad=True),
@@ -155,3 +157,24 @@ def test_per_image_mappings_follow_their_windows():
     ours = EomtImageProcessor(**MODES["semantic"])([_image(48, 100)] * 2, segmentation_maps=maps,
                                                    instance_id_to_semantic_id=[{1: 5}, {1: 8}])
     assert [c.tolist() for c in ours.class_labels] == [[5], [5], [5], [8], [8], [8]]
+
+
+def test_read_only_arrays_convert_without_a_warning_and_are_copied_only_where_needed():
+    """np.asarray of a PIL image is read-only: torch would warn (and a tensor aliasing it could be written)."""
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (10, 20, 3), dtype=np.uint8))
+    rgb, grey = np.asarray(photo), np.asarray(photo.convert("L"))
+    chw_read_only = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    chw_read_only.setflags(write=False)
+    assert not rgb.flags.writeable and not grey.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        results = [to_rgb_tensor(rgb), to_rgb_tensor(grey), to_rgb_tensor(chw_read_only, channels_first=True),
+                   to_rgb_tensor(photo)]
+    expected = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
+    for got in results[:1] + results[2:]:
+        assert torch.equal(got, expected)
+    assert torch.equal(results[1], torch.from_numpy(np.array(grey))[None].expand(3, -1, -1))
+    # the read-only channels-first array is copied; a writable one is used in place (no copy needed)
+    assert results[2].data_ptr() != chw_read_only.ctypes.data
+    writable = np.array(chw_read_only)
+    assert to_rgb_tensor(writable, channels_first=True).data_ptr() == writable.ctypes.data

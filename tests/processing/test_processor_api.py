@@ -64,7 +64,7 @@ def test_call_shapes_of_the_transformers_tester(source):
     if source == "numpy":
         images = [np.asarray(im) for im in images]
     elif source == "torch":
-        images = [torch.from_numpy(np.asarray(im)).permute(2, 0, 1) for im in images]
+        images = [torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]
     processor = EomtImageProcessor(**TESTER)
     assert tuple(processor(images[0], return_tensors="pt").pixel_values.shape) == (1, 3, 18, 18)
     assert tuple(processor(images, return_tensors="pt").pixel_values.shape) == (7, 3, 18, 18)

@@ -120,6 +120,10 @@ def convert_state_dict(state_dict: dict[str, Tensor], config: EomtConfig) -> dic
     cls_pos = out.pop("_cls_pos", None)
     if cls_pos is not None and "embeddings.cls_token" in out:
         out["embeddings.cls_token"] = out["embeddings.cls_token"] + cls_pos.reshape(1, 1, -1)
+    cls_token = out.get("embeddings.cls_token")
+    if config.num_register_tokens == 0 and "embeddings.register_tokens" not in out and cls_token is not None:
+        # a backbone without registers (timm's DINOv2 without reg_token, WebSSL-DINO) has no such tensor
+        out["embeddings.register_tokens"] = cls_token.new_zeros(1, 0, cls_token.shape[-1])
     return out
 
 

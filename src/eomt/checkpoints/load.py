@@ -113,6 +113,14 @@ def _weights_left_uninitialised() -> Iterator[None]:
             setattr(nn.init, name, function)
 
 
+def _authors_file_only(source: str | os.PathLike, options: HubOptions) -> Path | None:
+    """The `pytorch_model.bin` of a hub repo or folder that holds the authors' checkpoint and no config.json
+    (as tue-mps/coco_panoptic_eomt_7b_640 may); None when there is a config.json (or neither)."""
+    if resolve_file(source, "config.json", required=False, options=options) is not None:
+        return None
+    return resolve_file(source, "pytorch_model.bin", required=False, options=options)
+
+
 def load_model(model_class: type, source: str | os.PathLike, reinit_class_head: bool = False, *, dtype: Any = None,
                torch_dtype: Any = None, device_map: Any = None, output_loading_info: bool = False,
                **kwargs: Any):
@@ -134,8 +142,9 @@ def load_model(model_class: type, source: str | os.PathLike, reinit_class_head: 
     device = parse_device_map(device_map)
 
     path = Path(source)
-    if path.is_file():
-        config, state_dict = load_checkpoint_file(path, **kwargs)
+    authors_file = None if path.is_file() else _authors_file_only(source, options)
+    if path.is_file() or authors_file is not None:
+        config, state_dict = load_checkpoint_file(authors_file or path, **kwargs)
     else:
         config_file = resolve_file(source, "config.json", options=options)
         try:
@@ -162,6 +171,8 @@ def load_model(model_class: type, source: str | os.PathLike, reinit_class_head: 
     load_strict(model, state_dict, str(source))
     if target_dtype is not None or device is not None:
         model.to(device=device, dtype=target_dtype)
+    if config.dtype is not None:  # a dtype the file recorded now says what the loaded weights are
+        config.dtype = model.dtype
     model.eval()
     if output_loading_info:
         info = {"missing_keys": missing, "unexpected_keys": [], "mismatched_keys": mismatched, "error_msgs": []}

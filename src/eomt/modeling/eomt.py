@@ -9,6 +9,7 @@ trainer anneals p_b from 1 to 0. With every p_b = 0 in eval mode the forward pas
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import EomtConfig
+from ..config import EomtConfig, _torch_dtype
 from .embeddings import Embeddings, RopeEmbeddings
 from .heads import MaskHead, ScaleBlock
 from .loss import EomtLoss
@@ -210,6 +211,27 @@ class EomtForUniversalSegmentation(nn.Module):
         from ..checkpoints.load import load_model
 
         return load_model(cls, pretrained_model_name_or_path, reinit_class_head=reinit_class_head, **kwargs)
+
+    @classmethod
+    def _from_config(cls, config: EomtConfig, *, attn_implementation: str | None = None, dtype: Any = None,
+                     torch_dtype: Any = None) -> EomtForUniversalSegmentation:
+        """A randomly initialised model for a copy of `config` (transformers' `_from_config`).
+
+        `attn_implementation` "eager" or "sdpa" give the same model: attention runs through SDPA and the
+        weights asked for with `output_attentions` come from an explicit softmax, as eager's do. `dtype` /
+        `torch_dtype` (a torch dtype or its name) cast the new model and are recorded in its config.
+        """
+        if attn_implementation not in (None, "eager", "sdpa"):
+            raise ValueError(f"attn_implementation {attn_implementation!r} is not supported (only 'eager' or 'sdpa')")
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them")
+        config = copy.deepcopy(config)
+        model = cls(config)
+        wanted = dtype if dtype is not None else torch_dtype
+        if wanted is not None:
+            config.dtype = _torch_dtype(wanted)
+            model.to(config.dtype)
+        return model
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json + model.safetensors in the layout transformers reads."""

@@ -84,6 +84,27 @@ def _array_to_uint8(array: np.ndarray | Tensor) -> Tensor:
     return tensor.clamp(0, 255).to(torch.uint8)
 
 
+def _array_to_chw_tensor(array: np.ndarray, channels_first: bool) -> Tensor:
+    """A tensor of `array` with channels first, sharing its memory only where the array may be written.
+
+    The channel move and the grey -> RGB expansion happen here, in numpy, so that the one copy they need is
+    also what makes a read-only array (`np.asarray` of a PIL image) writable: torch cannot mark a tensor
+    read-only and warns on aliasing one. An array still read-only after that is copied.
+    """
+    if array.dtype == np.uint16:
+        array = array.astype(np.int32)
+    if array.ndim == 3 and not channels_first:
+        array = array.transpose(2, 0, 1)
+    elif array.ndim == 2:
+        array = array[None]
+    if array.ndim == 3 and array.shape[0] == 1 and array.dtype == np.uint8:
+        array = np.broadcast_to(array, (3, *array.shape[1:]))
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)
+
+
 def to_rgb_tensor(image, channels_first: bool | None = None) -> Tensor:
     """A (3, H, W) uint8 tensor from a PIL image, an (H, W[, C]) numpy array or a (C, H, W) tensor.
 
@@ -93,12 +114,11 @@ def to_rgb_tensor(image, channels_first: bool | None = None) -> Tensor:
     if isinstance(image, (str, os.PathLike)):
         image = load_image(image)
     if isinstance(image, Image.Image):
-        return torch.from_numpy(np.array(to_rgb_pil(image))).permute(2, 0, 1).contiguous()
+        return _array_to_chw_tensor(np.asarray(to_rgb_pil(image)), channels_first=False)
+    shape = tuple(image.shape) if isinstance(image, (np.ndarray, Tensor)) else ()
     if isinstance(image, np.ndarray):
-        if image.dtype == np.uint16:
-            image = image.astype(np.int32)
-        tensor = torch.from_numpy(np.ascontiguousarray(image))
-        channels_first = False if channels_first is None else channels_first
+        tensor = _array_to_chw_tensor(image, channels_first is True)
+        channels_first = True
     elif isinstance(image, Tensor):
         tensor = image
         channels_first = True if channels_first is None else channels_first
@@ -110,7 +130,7 @@ def to_rgb_tensor(image, channels_first: bool | None = None) -> Tensor:
         tensor = tensor.permute(2, 0, 1)
     if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
         raise ValueError(f"an image must be (H, W), (H, W, C) or (C, H, W) with 1, 3 or 4 channels, "
-                         f"got shape {tuple(image.shape)}")
+                         f"got shape {shape}")
     tensor = _array_to_uint8(tensor)
     if tensor.shape[0] == 1:
         tensor = tensor.expand(3, -1, -1)

@@ -266,12 +266,13 @@ class EomtImageProcessor:
 
     def post_process_instance_segmentation(self, outputs, target_sizes: list[tuple[int, int]],
                                            threshold: float = 0.8, size: dict[str, int] | None = None,
-                                           mode: str = "threshold", top_k: int = 100) -> list[dict]:
+                                           mode: str = "threshold", top_k: int = 100,
+                                           stuff_classes: list[int] | None = None) -> list[dict]:
         """Per image, {"segmentation", "segments_info", "masks"}; `mode="topk"` is the authors' AP mode
-        (top `top_k` query-class pairs, no threshold)."""
+        (top `top_k` query-class pairs, no threshold); classes in `stuff_classes` are never instances."""
         return postprocess.instance_segmentation(
             outputs.masks_queries_logits, outputs.class_queries_logits, target_sizes, size or self.size,
-            threshold=threshold, mode=mode, top_k=top_k)
+            threshold=threshold, mode=mode, top_k=top_k, stuff_classes=stuff_classes)
 
     def post_process_panoptic_segmentation(self, outputs, target_sizes: list[tuple[int, int]],
                                            threshold: float = 0.8, mask_threshold: float = 0.5,

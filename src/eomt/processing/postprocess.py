@@ -376,6 +376,7 @@ def instance_segmentation(
     threshold: float = 0.8,
     mode: str = "threshold",
     top_k: int = 100,
+    stuff_classes: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Instance segmentations (padded inference).
 
@@ -388,6 +389,9 @@ def instance_segmentation(
     - mode "topk" (the authors' evaluation, for AP): the `top_k` largest (query, class) probabilities
       over all Q x K pairs (no-object excluded), in decreasing order; score = class probability x
       mask score of the query; no threshold (`threshold` is ignored) and empty masks are kept.
+
+    `stuff_classes` (a panoptic model's stuff: sky, road, ...) are never instances: their (query, class)
+    pairs are left out before selecting, the other classes' probabilities stay as the softmax gave them.
 
     Returns per image {"segmentation": (H, W) int64 where each pixel holds the id of the last
     segment covering it (-1 = void), "segments_info": [{"id", "label_id", "score" (rounded to 6
@@ -403,6 +407,14 @@ def instance_segmentation(
     sizes = _as_sizes(target_sizes, batch, "images in the batch")
     device = mask_logits.device
     class_probs = class_logits.softmax(-1)[..., :-1]
+    things = None
+    if stuff_classes:
+        stuff = set(stuff_classes)
+        things = torch.tensor([c for c in range(num_classes) if c not in stuff], dtype=torch.long, device=device)
+        class_probs, num_classes = class_probs[..., things], len(things)
+        if num_classes == 0:  # every class is stuff: no instance anywhere
+            return [{"segmentation": torch.full(tuple(t), -1, dtype=torch.long, device=device), "segments_info": [],
+                     "masks": torch.zeros((0, *t), dtype=torch.bool, device=device)} for t in sizes]
 
     results = []
     for i, target in enumerate(sizes):
@@ -424,6 +436,8 @@ def instance_segmentation(
             unique, inverse = torch.unique(queries, return_inverse=True)
             masks, mean = _mask_scores(_masks_at_target(mask_logits[i, unique], size, target))
             masks, scores = masks[inverse], values * mean[inverse]
+        if things is not None:
+            labels = things[labels]
         segments = [
             {"id": j, "label_id": label, "score": round(score, 6)}
             for j, (label, score) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True))
