@@ -271,14 +271,19 @@ class Segmenter:
         pixels = to_rgb_tensor(image)
         plan = tiling.plan_windows(*pixels.shape[-2:], tile, overlap)
         processor = processor_for_task(self.processor, "panoptic", self.model.config.image_hw[0])  # padded input
-        input_hw = size_pair(processor.size)
-        merger = tiling.SemanticMerger(plan, input_hw)
+        if task == "semantic":
+            merger = tiling.SemanticMerger(plan, size_pair(processor.size))
+        elif task == "instance":
+            merger = tiling.InstanceMerger(plan, processor.size, threshold=threshold, **post_kwargs)
+        else:
+            merger = tiling.PanopticMerger(plan, processor.size, threshold=threshold,
+                                           stuff_classes=self.stuff_classes, **post_kwargs)
         for start in range(0, len(plan.windows), batch_size):
             windows = plan.windows[start:start + batch_size]
             inputs = processor([pixels[:, w.top:w.bottom, w.left:w.right] for w in windows], device=self.device)
             out = self._forward(inputs.pixel_values.to(self.model.dtype))
             merger.add(windows, out.masks_queries_logits.float(), out.class_queries_logits.float())
-        return self._semantic(merger.result())
+        return self._semantic(merger.result()) if task == "semantic" else self._segments(task, merger.result())
 
     def _label(self, label_id: int) -> str:
         return self.id2label.get(label_id, str(label_id))
