@@ -208,3 +208,20 @@ def test_an_image_no_larger_than_the_tile_is_one_window_predicted_as_without_til
     assert torch.equal(tiled.segmentation, plain.segmentation)
     if task == "instance":
         assert torch.equal(tiled.masks, plain.masks)
+
+
+@pytest.mark.parametrize("options,message", [
+    (dict(tile=0), "tile must be a whole number of image pixels >= 1, got 0"),
+    (dict(tile=-5), "got -5"),
+    (dict(tile=64.5), "got 64.5"),
+    (dict(tile=8), "tile 8 is smaller than the model's patch size 16"),
+    (dict(tile=64, tile_overlap=0.9), "tile overlap must be a fraction in [0, 0.9), got 0.9"),
+    (dict(tile=64, tile_overlap=-0.5), "got -0.5"),
+    (dict(tile_overlap=0.5), "tile_overlap applies to tiled inference only"),
+    (dict(tile=64, task="depth"), "unknown task 'depth'"),
+    (dict(tile=64, task="semantic", return_segmentation_scores=True), "return_segmentation_scores"),
+])
+def test_bad_tiling_values_are_value_errors_before_any_work(segmenters, options, message):
+    with pytest.raises(ValueError) as error:
+        segmenters["panoptic"].predict("no/such/image.png", **options)  # refused before the file is read
+    assert message in str(error.value)
