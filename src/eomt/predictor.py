@@ -188,17 +188,30 @@ class Segmenter:
         return self.model.device
 
     def predict(self, images, task: str | None = None, batch_size: int = 1, threshold: float = 0.8,
+                tile: int | None = None, tile_overlap: float | None = None,
                 **post_kwargs: Any) -> Prediction | list[Prediction]:
-        """Segment one image (path, PIL, array, tensor) or a list of them; returns one result or a list."""
+        """Segment one image (path, PIL, array, tensor) or a list of them; returns one result or a list.
+
+        `tile=SIZE` segments each image at native resolution: overlapping SIZE x SIZE windows (`tile_overlap`,
+        a fraction in [0, 0.9), default 0.25), each processed like a model-size input, `batch_size` windows per
+        forward pass, merged into one full-resolution result (see `eomt.processing.tiling`).
+        """
         single = not isinstance(images, (list, tuple))
         results = [r for _, r in self.predict_iter([images] if single else images, task, batch_size, threshold,
-                                                     **post_kwargs)]
+                                                     tile=tile, tile_overlap=tile_overlap, **post_kwargs)]
         return results[0] if single else results
 
     def predict_iter(self, images: Iterable, task: str | None = None, batch_size: int = 1, threshold: float = 0.8,
+                     tile: int | None = None, tile_overlap: float | None = None,
                      **post_kwargs: Any) -> Iterator[tuple[int, Prediction]]:
         """Yield (index, result) batch by batch; files are read lazily, a batch at a time."""
         task = task or self.task
+        if tile is not None or tile_overlap is not None:
+            tile_overlap = self.check_tiling(task, tile, tile_overlap, post_kwargs)
+            for index, image in enumerate(images):
+                image = load_image(image) if isinstance(image, (str, os.PathLike)) else image
+                yield index, self._predict_tiled(image, task, tile, tile_overlap, batch_size, threshold, post_kwargs)
+            return
         processor = self.processor if task == self.task else processor_for_task(
             self.processor, task, self.model.config.image_hw[0])
         batch: list[tuple[int, Image.Image]] = []
@@ -232,6 +245,47 @@ class Segmenter:
                                                                 **{"stuff_classes": self.stuff_classes,
                                                                    **post_kwargs})
         return [self._segments(task, p) for p in post]
+
+    def check_tiling(self, task: str, tile: int | None, tile_overlap: float | None,
+                     post_kwargs: dict[str, Any] | None = None) -> float:
+        """ValueError unless `tile` / `tile_overlap` can tile `task` with this model; returns the overlap."""
+        from .processing.tiling import DEFAULT_OVERLAP, check_tiling
+
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})")
+        if tile is None:
+            raise ValueError("tile_overlap applies to tiled inference only: give tile=SIZE too")
+        overlap = DEFAULT_OVERLAP if tile_overlap is None else tile_overlap
+        check_tiling(tile, overlap, self.model.config.patch_size)
+        if (post_kwargs or {}).get("return_segmentation_scores"):
+            raise ValueError("return_segmentation_scores is not available with tile= (the scores are merged "
+                             "cell by cell and not kept)")
+        return overlap
+
+    @torch.inference_mode()
+    def _predict_tiled(self, image, task: str, tile: int, overlap: float, batch_size: int, threshold: float,
+                       post_kwargs: dict[str, Any]) -> Prediction:
+        """One image at native resolution: its windows, `batch_size` per forward pass, merged by `tiling`."""
+        from .processing import tiling
+        from .processing.image_io import to_rgb_tensor
+        from .processing.sizes import size_pair
+
+        pixels = to_rgb_tensor(image)
+        plan = tiling.plan_windows(*pixels.shape[-2:], tile, overlap)
+        processor = processor_for_task(self.processor, "panoptic", self.model.config.image_hw[0])  # padded input
+        if task == "semantic":
+            merger = tiling.SemanticMerger(plan, size_pair(processor.size))
+        elif task == "instance":
+            merger = tiling.InstanceMerger(plan, processor.size, threshold=threshold, **post_kwargs)
+        else:
+            merger = tiling.PanopticMerger(plan, processor.size, threshold=threshold,
+                                           stuff_classes=self.stuff_classes, **post_kwargs)
+        for start in range(0, len(plan.windows), batch_size):
+            windows = plan.windows[start:start + batch_size]
+            inputs = processor([pixels[:, w.top:w.bottom, w.left:w.right] for w in windows], device=self.device)
+            out = self._forward(inputs.pixel_values.to(self.model.dtype))
+            merger.add(windows, out.masks_queries_logits.float(), out.class_queries_logits.float())
+        return self._semantic(merger.result()) if task == "semantic" else self._segments(task, merger.result())
 
     def _label(self, label_id: int) -> str:
         return self.id2label.get(label_id, str(label_id))

@@ -46,6 +46,14 @@ def probability(text: str) -> float:
     return value
 
 
+def tile_overlap(text: str) -> float:
+    """--tile-overlap: a fraction of the window in [0, 0.9) (at 0.9 and beyond windows would barely move)."""
+    value = _number(text, float, "a fraction in [0, 0.9)")
+    if not math.isfinite(value) or not 0.0 <= value < 0.9:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 0.9), got {text!r}")
+    return value
+
+
 def device_name(text: str) -> str:
     """cpu, cuda, cuda:N, mps, xpu: checked for form here, for presence by `check_device` at run time."""
     if not _DEVICE.match(text):

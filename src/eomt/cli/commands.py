@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..checkpoints.errors import CheckpointError
-from .checks import OneLineParser, device_name, non_negative_int, positive_int, probability
+from .checks import OneLineParser, device_name, non_negative_int, positive_int, probability, tile_overlap
 
 # Heavy modules (torch and everything built on it) are imported inside each command, so that
 # `eomt --help` and argument errors answer at once.
@@ -95,7 +95,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                  num_nodes=args.num_nodes, device=args.device, dtype=args.dtype,
                                  batch_size=args.batch_size, num_workers=args.num_workers, threshold=args.threshold,
                                  skip_existing=args.skip_existing, overwrite=args.overwrite, progress=not args.quiet,
-                                 backend=args.backend, compile=args.compile)
+                                 backend=args.backend, compile=args.compile, tile=args.tile,
+                                 tile_overlap=args.tile_overlap)
     except CheckpointError as exc:
         raise CheckpointError(str(exc) if "--model" in str(exc) else f"{exc} (--model PATH)") from None
     if summary.rank == 0:
@@ -127,7 +128,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             result = evaluate(args.model, args.data, args.dataset, task=args.task, split=args.split,
                               batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
                               limit=args.limit, progress=not args.quiet, backend=args.backend, compile=args.compile,
-                              devices=args.devices, num_nodes=args.num_nodes)
+                              devices=args.devices, num_nodes=args.num_nodes, tile=args.tile,
+                              tile_overlap=args.tile_overlap)
         except CheckpointError as exc:
             raise CheckpointError(str(exc) if "--model" in str(exc) else f"{exc} (--model PATH)") from None
     if _is_main_process():
@@ -199,6 +201,24 @@ def _add_process_options(parser: argparse.ArgumentParser) -> None:
                         help="machines, for torchrun / SLURM launches as in training (default: 1)")
 
 
+def _add_tile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tile", type=positive_int, metavar="SIZE",
+                        help="segment at native resolution: overlapping SIZE x SIZE pixel windows, each resized to "
+                             "the model's input size, merged into one full-resolution result")
+    parser.add_argument("--tile-overlap", type=tile_overlap, metavar="F",
+                        help="with --tile: the fraction of a window its neighbours overlap, in [0, 0.9) "
+                             "(default: 0.25)")
+
+
+def _tiling_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with the --tile options of a parsed command line, if anything (a usage error)."""
+    if getattr(args, "tile_overlap", None) is not None and args.tile is None:
+        return "--tile-overlap needs --tile SIZE"
+    if getattr(args, "tile", None) is not None and getattr(args, "predictions", None):
+        return "--tile applies to running a model (--model), not to scoring --predictions files"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="eomt", description="EoMT: Encoder-only Mask Transformer segmentation models.")
@@ -251,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_arguments(predict)
     predict.add_argument("--threshold", type=probability, default=0.8,
                          help="minimum segment score for instance / panoptic (default: 0.8)")
+    _add_tile_arguments(predict)
     predict.add_argument("--num-workers", "-j", type=non_negative_int, default=2,
                          help="image-decoding worker processes per process (default: 2; 0 decodes in the process)")
     _add_process_options(predict)
@@ -282,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--batch-size", "-b", type=positive_int, default=1,
                             help="images per forward pass (default: 1)")
     _add_runtime_arguments(evaluation)
+    _add_tile_arguments(evaluation)
     evaluation.add_argument("--limit", type=positive_int, help="evaluate the first N images only")
     evaluation.add_argument("--label-ids", action="store_true",
                             help="with --predictions: the JSON files hold the model's label ids 0..K-1 (as "
@@ -334,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import run_command
 
     args = build_parser().parse_args(argv)
+    problem = _tiling_usage(args)
+    if problem:
+        OneLineParser(prog=f"eomt {args.command}").error(problem)
     return run_command(args.command, args.func, args)
 
 

@@ -59,13 +59,14 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
              batch_size: int = 1, device: str | None = None, dtype: str | None = None,
              out: str | os.PathLike | None = None, limit: int | None = None, progress: bool = True,
              backend: str = "torch", compile: bool = False, devices: int = 1,
-             num_nodes: int = 1) -> dict[str, Any]:
+             num_nodes: int = 1, tile: int | None = None, tile_overlap: float | None = None) -> dict[str, Any]:
     """Segment every image of a dataset with `model` (a source or a Segmenter) and compute the task's metric.
 
     Instance segmentation uses the authors' top-100 mode (no threshold), which AP needs. With `devices` /
     `num_nodes` > 1, one process per device (Lightning Fabric, as in training) takes every world_size-th
     image, no image twice, and the metric states are merged with the metrics' `sync()`; every process
-    returns the same result.
+    returns the same result. `tile` / `tile_overlap` segment each image at native resolution in overlapping
+    windows (`batch_size` windows per forward pass; see `Segmenter.predict`).
     """
     from ..jobs.layout import shard
     from ..jobs.processes import check_devices, start
@@ -77,12 +78,21 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
     check_devices(devices, num_nodes, device)
     if isinstance(model, Segmenter) and (devices > 1 or num_nodes > 1):
         raise ValueError("a loaded Segmenter runs in this process only; pass a model name or path for devices > 1")
+    tiling = {} if tile is None and tile_overlap is None else {"tile": tile, "tile_overlap": tile_overlap}
+    if tiling:
+        from ..processing.tiling import DEFAULT_OVERLAP, check_tiling
+
+        if tile is None:
+            raise ValueError("tile_overlap applies to tiled inference only: give tile=SIZE too")
+        check_tiling(tile, DEFAULT_OVERLAP if tile_overlap is None else tile_overlap)
     ds = open_dataset(dataset, data, split)
     task = task or ds.info.task
     processes = start(devices, num_nodes, device)
     segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
         model, device=processes.device, dtype=dtype, task=task, backend=backend, compile=compile)
     check_classes(segmenter, ds.info, str(model) if not isinstance(model, Segmenter) else "the model")
+    if tiling:
+        segmenter.check_tiling(task, tile, tile_overlap)  # the model's patch size, before anything is written
     if task == "panoptic":  # stuff merging follows the dataset's things and stuff, whatever the model recorded
         segmenter = copy.copy(segmenter)
         segmenter.stuff_classes = sorted(ds.info.stuff_classes)
@@ -98,7 +108,8 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
         for start_at in range(0, len(mine), batch_size):
             indices = mine[start_at:start_at + batch_size]
             samples = [ds[i] for i in indices]
-            results = segmenter.predict([s.image for s in samples], task=task, batch_size=len(samples), **post)
+            results = segmenter.predict([s.image for s in samples], task=task,
+                                        batch_size=batch_size if tiling else len(samples), **tiling, **post)
             for index, sample, result in zip(indices, samples, results, strict=True):
                 update_metric(metric, task, index, sample, _from_prediction(result))
                 if out_dir is not None:

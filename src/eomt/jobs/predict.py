@@ -111,7 +111,8 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
                    model: Any = None, *, task: str | None = None, devices: int = 1, num_nodes: int = 1,
                    device: str | None = None, dtype: str | None = None, batch_size: int = 1, num_workers: int = 2,
                    threshold: float = 0.8, skip_existing: bool = False, overwrite: bool = False,
-                   progress: bool = True, **segmenter_options: Any) -> PredictSummary:
+                   progress: bool = True, tile: int | None = None, tile_overlap: float | None = None,
+                   **segmenter_options: Any) -> PredictSummary:
     """Segment every image of `sources` (files, folders, glob patterns) into `out`; returns the summary.
 
     `model` is a hub id, a local checkpoint or a ready `Segmenter` (one process only); the default is
@@ -119,11 +120,14 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     Lightning Fabric (from a script or torchrun / SLURM, not from a notebook). `skip_existing` continues
     an interrupted run; without it (or `overwrite`) existing result files are an error. Other keyword
     arguments go to `Segmenter.from_pretrained`. A bad image is counted as failed; the others complete.
+    `tile` / `tile_overlap` segment each image at native resolution in overlapping windows (`batch_size`
+    windows per forward pass; see `Segmenter.predict`).
     """
     from ..predictor import DEFAULT_MODEL, Segmenter
     from .processes import check_devices, start
 
     _validate(batch_size, num_workers, threshold, skip_existing, overwrite)
+    tiling = _tiling(tile, tile_overlap)
     check_devices(devices, num_nodes, device)
     if isinstance(model, Segmenter) and (devices > 1 or num_nodes > 1):
         raise ConfigError("a loaded Segmenter runs in this process only; pass a model name or path for --devices")
@@ -144,6 +148,8 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
         model or DEFAULT_MODEL, device=processes.device, dtype=dtype, task=task, **segmenter_options)
     task = task or segmenter.task
+    if tiling:
+        segmenter.check_tiling(task, tile, tile_overlap)  # the model's patch size, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     processes.barrier()  # every process has checked `out` before anyone writes to it
 
@@ -157,7 +163,7 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
         else:
             todo.append(item)
     _run(segmenter, task, todo, out, batch_size, num_workers, threshold, counts,
-         progress=progress and processes.is_main, position=f"{processes.rank}/{processes.world_size}")
+         progress=progress and processes.is_main, position=f"{processes.rank}/{processes.world_size}", tiling=tiling)
     everyone = processes.gather(counts)
     summary = PredictSummary.combine(task, str(out), len(plan), everyone, source_failures)
     summary.rank = processes.rank
@@ -169,9 +175,25 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     return summary
 
 
+def _tiling(tile: int | None, tile_overlap: float | None) -> dict[str, Any]:
+    """The tiling keywords of `Segmenter.predict` (empty without `tile`), their values checked."""
+    if tile is None and tile_overlap is None:
+        return {}
+    if tile is None:
+        raise ConfigError("--tile-overlap needs --tile SIZE")
+    from ..processing.tiling import DEFAULT_OVERLAP, check_tiling
+
+    check_tiling(tile, DEFAULT_OVERLAP if tile_overlap is None else tile_overlap)
+    return {"tile": tile, "tile_overlap": tile_overlap}
+
+
 def _run(segmenter, task: str, items: list[PlannedImage], out: Path, batch_size: int, num_workers: int,
-         threshold: float, counts: ProcessCounts, progress: bool, position: str) -> None:
-    """Decode (workers), segment (batches) and write this process's images, counting as it goes."""
+         threshold: float, counts: ProcessCounts, progress: bool, position: str,
+         tiling: dict[str, Any] | None = None) -> None:
+    """Decode (workers), segment (batches) and write this process's images, counting as it goes.
+
+    With `tiling`, each image is segmented alone in windows of `batch_size` per forward pass."""
+    tiling = tiling or {}
     from ..outputs.progress import progress_bar
     from ..outputs.result_files import write_result
 
@@ -193,13 +215,14 @@ def _run(segmenter, task: str, items: list[PlannedImage], out: Path, batch_size:
             else:
                 counts.fail(item.path, error)
         try:
-            results = segmenter.predict([image for _, image in good], task=task, batch_size=max(1, len(good)),
-                                        threshold=threshold) if good else []
+            results = segmenter.predict([image for _, image in good], task=task,
+                                        batch_size=batch_size if tiling else max(1, len(good)),
+                                        threshold=threshold, **tiling) if good else []
         except Exception:  # a batch-level failure (e.g. out of memory): each image alone, so only the culprit fails
             results = []
             for item, image in good:
                 try:
-                    results.append(segmenter.predict([image], task=task, threshold=threshold)[0])
+                    results.append(segmenter.predict([image], task=task, threshold=threshold, **tiling)[0])
                 except Exception as exc:
                     counts.fail(item.path, inference_failure(exc, image))
                     results.append(None)
