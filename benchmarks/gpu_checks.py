@@ -263,13 +263,10 @@ def child_env() -> dict[str, str]:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    import torch
+    from forward_speed import device_name
+
+    return device_name(torch.device("cpu"))
 
 
 def allow_transformers_eomt_without_scipy() -> bool:
