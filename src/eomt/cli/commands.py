@@ -116,8 +116,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_device(args.device)
     check_runtime(args.dtype, args.backend, args.compile)
     if args.predictions:
-        result = evaluate_predictions(args.predictions, args.data, args.dataset, task=args.task, split=args.split,
-                                      label_ids=args.label_ids)
+        from ..data import DatasetError
+
+        try:
+            result = evaluate_predictions(args.predictions, args.data, args.dataset, task=args.task,
+                                          split=args.split, label_ids=args.label_ids)
+        except DatasetError as exc:  # the function's keyword is this command's flag
+            raise DatasetError(str(exc).replace("label_ids=True", "--label-ids")) from None
         if args.out:
             from ..outputs.atomic import write_json_atomic
 
@@ -286,9 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="compute mIoU / PQ / mask AP on a dataset",
         description="Run a model over a dataset and print the task's metrics (semantic: mIoU; panoptic: PQ, SQ, RQ "
                     "for all / things / stuff; instance: COCO mask AP with pycocotools). With --predictions, score "
-                    "prediction files that already exist (as written by `eomt eval --out` or `eomt predict`, "
-                    "dataset category ids in JSON files) without a model. Dataset folders or the original zip "
-                    "archives both work.")
+                    "prediction files that already exist without a model: a folder written by `eomt predict` "
+                    "(the model's label ids) or `eomt eval --out` (dataset category ids) records which ids its "
+                    "JSON files hold and needs no flag; other folders hold dataset category ids unless "
+                    "--label-ids. Dataset folders or the original zip archives both work.")
     source = evaluation.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", "-m", help="hub id, transformers-format directory or checkpoint file")
     source.add_argument("--predictions", "-p", metavar="DIR", help="score the prediction files in DIR")
@@ -305,9 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_arguments(evaluation)
     _add_tile_arguments(evaluation)
     evaluation.add_argument("--limit", type=positive_int, help="evaluate the first N images only")
-    evaluation.add_argument("--label-ids", action="store_true",
-                            help="with --predictions: the JSON files hold the model's label ids 0..K-1 (as "
-                                 "`eomt predict` writes them), not dataset category ids (as `eomt eval --out`)")
+    evaluation.add_argument("--label-ids", action="store_true", default=None,
+                            help="with --predictions, for a folder that eomt did not write: its JSON files hold "
+                                 "the model's label ids 0..K-1, not dataset category ids (folders of `eomt predict` "
+                                 "and `eomt eval --out` say which they hold)")
     evaluation.add_argument("--per-class", action="store_true", help="also print the per-class metric")
     _add_process_options(evaluation)
     evaluation.add_argument("--quiet", "-q", action="store_true", help="no progress bar")

@@ -120,18 +120,12 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
         metric.sync()
     result = _result(task, ds, split, count, metric.compute())
     if out_dir is not None and processes.is_main:
-        write_json_atomic(out_dir / "metrics.json", strict_json(result))
+        from ..outputs.result_files import CATEGORY_IDS, id_kind
+
+        # the record `evaluate_predictions` reads back: which ids the JSON files beside it hold
+        write_json_atomic(out_dir / "metrics.json", strict_json({**result, CATEGORY_IDS: id_kind(category)}))
     processes.barrier()
     return result
-
-
-def _label_id_check(info):
-    def to_contiguous(label_id: int) -> int:
-        if not 0 <= int(label_id) < info.num_classes:
-            raise DatasetError(f"{info.name}: label id {label_id} is not one of the dataset's {info.num_classes} "
-                               "classes (0..K-1)")
-        return int(label_id)
-    return to_contiguous
 
 
 def check_classes(segmenter, info, source: str) -> None:
@@ -175,8 +169,74 @@ def _read_json(path: Path) -> Any:
         raise DatasetError(f"{path}: cannot read prediction file ({exc})") from None
 
 
-def _read_prediction(task: str, directory: Path, stem: str, to_contiguous) -> dict[str, Any]:
+class LabelIdsSuspected(DatasetError):
+    """Prediction files with no record of their ids hold ids that are label ids, not dataset category ids."""
+
+
+class _Ids:
+    """category_id -> contiguous class id, for files holding `kind` ids (`LABEL_IDS` or `DATASET_IDS`);
+    `source` says who said so: a record file, `label_ids=True`, or None (the default, dataset ids)."""
+
+    def __init__(self, info, kind: str, source: str | None) -> None:
+        self.info, self.kind, self.source = info, kind, source
+
+    def __call__(self, value: int) -> int:
+        from ..outputs.result_files import LABEL_IDS
+
+        value, k = int(value), self.info.num_classes
+        if self.kind == LABEL_IDS:
+            if 0 <= value < k:
+                return value
+            why = ("; without label_ids=True the files are read as dataset category ids"
+                   if self.source == "label_ids=True" else f"; {self.source} records label ids")
+            raise DatasetError(f"label id {value} is not one of the {self.info.name} dataset's {k} classes "
+                               f"(0..{k - 1}){why}")
+        try:
+            return self.info.to_contiguous(value)
+        except DatasetError:
+            if self.source is None and 0 <= value < k:
+                raise LabelIdsSuspected(
+                    f"category id {value} is not one of the {self.info.name} dataset's category ids, but is one "
+                    f"of the model's label ids 0..{k - 1}, and no summary.json or metrics.json of eomt says which "
+                    "ids these files hold; if they hold label ids (as `eomt predict` writes), score them with "
+                    "label_ids=True") from None
+            raise
+
+    def for_file(self, record: Any, where: Path) -> _Ids:
+        """The converter for a JSON file that may record its own ids (`CATEGORY_IDS`, panoptic files)."""
+        from ..outputs.result_files import DATASET_IDS, LABEL_IDS
+
+        if record not in (LABEL_IDS, DATASET_IDS) or record == self.kind:
+            return self
+        if self.source == "label_ids=True":
+            raise DatasetError(f"{where}: records dataset category ids, not label ids; drop label_ids=True")
+        return _Ids(self.info, record, str(where))
+
+
+def _id_record(directory: Path) -> tuple[str, Path] | None:
+    """The ids the folder's own record says its JSON files hold: `eomt predict`'s summary.json or
+    `eomt eval --out`'s metrics.json (`CATEGORY_IDS`); None for a folder eomt did not write."""
+    from ..outputs.result_files import CATEGORY_IDS, DATASET_IDS, LABEL_IDS
+
+    records = []
+    for name in ("summary.json", "metrics.json"):
+        path = directory / name
+        if not path.is_file():
+            continue
+        data = _read_json(path)
+        kind = data.get(CATEGORY_IDS) if isinstance(data, dict) else None
+        if kind in (LABEL_IDS, DATASET_IDS):
+            records.append((kind, path))
+    if len({kind for kind, _ in records}) > 1:
+        (a, pa), (b, pb) = records
+        raise DatasetError(f"{directory}: {pa.name} records {a.replace('_', ' ')}, {pb.name} {b.replace('_', ' ')}; "
+                           "the folder mixes the output of two runs")
+    return records[0] if records else None
+
+
+def _read_prediction(task: str, directory: Path, stem: str, to_contiguous: _Ids) -> dict[str, Any]:
     from ..outputs.coco_formats import rgb_to_panoptic
+    from ..outputs.result_files import CATEGORY_IDS
 
     png, js = directory / f"{stem}.png", directory / f"{stem}.json"
     if task == "semantic":
@@ -192,8 +252,11 @@ def _read_prediction(task: str, directory: Path, stem: str, to_contiguous) -> di
             ids = torch.from_numpy(rgb_to_panoptic(Image.open(png), raw=True).astype(np.int64))
         except (OSError, ValueError, SyntaxError) as exc:
             raise DatasetError(f"{png}: not a readable panoptic PNG ({exc})") from None
+        convert = to_contiguous.for_file(info.get(CATEGORY_IDS), js)
         try:
-            segments = [{"id": int(s["id"]), "label_id": to_contiguous(int(s["category_id"]))} for s in segments]
+            segments = [{"id": int(s["id"]), "label_id": convert(int(s["category_id"]))} for s in segments]
+        except LabelIdsSuspected as exc:
+            raise LabelIdsSuspected(f"{js}: {exc}") from None
         except KeyError as exc:
             raise DatasetError(f"{js}: a segment lacks field {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
@@ -210,6 +273,8 @@ def _read_prediction(task: str, directory: Path, stem: str, to_contiguous) -> di
         return {"masks": masks,
                 "labels": torch.tensor([to_contiguous(int(e["category_id"])) for e in entries], dtype=torch.long),
                 "scores": torch.tensor([float(e["score"]) for e in entries], dtype=torch.float32)}
+    except LabelIdsSuspected as exc:
+        raise LabelIdsSuspected(f"{js}: {exc}") from None
     except KeyError as exc:
         raise DatasetError(f"{js}: a result lacks field {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
@@ -227,19 +292,38 @@ def _read_png(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: not a readable PNG ({exc})") from None
 
 
+def _converter(info, directory: Path, label_ids: bool | None) -> _Ids:
+    """The folder's ids: its record, checked against `label_ids` when that is given."""
+    from ..outputs.result_files import DATASET_IDS, LABEL_IDS
+
+    record = _id_record(directory)
+    if record is None:
+        return _Ids(info, LABEL_IDS, "label_ids=True") if label_ids else _Ids(info, DATASET_IDS, None)
+    kind, path = record
+    if label_ids and kind != LABEL_IDS:
+        raise DatasetError(f"{path}: records that the files hold dataset category ids, not label ids; drop "
+                           "label_ids=True")
+    if label_ids is False and kind == LABEL_IDS:
+        raise DatasetError(f"{path}: records that the files hold the model's label ids; drop label_ids=False")
+    return _Ids(info, kind, str(path))
+
+
 def evaluate_predictions(predictions: str | os.PathLike, data: str | os.PathLike, dataset: str,
-                         task: str | None = None, split: str = "val", label_ids: bool = False) -> dict[str, Any]:
+                         task: str | None = None, split: str = "val", label_ids: bool | None = None) -> dict[str, Any]:
     """Score prediction files (as `eomt predict` / `eomt eval --out` write them) against a dataset.
 
-    The JSON files' `category_id` are dataset category ids (what `eomt eval --out` writes); with `label_ids`
-    they are the model's contiguous label ids 0..K-1 (what `eomt predict` writes)."""
+    Which ids the JSON files' `category_id` hold is read from the folder: `eomt predict` records the model's
+    contiguous label ids 0..K-1 (in summary.json and each panoptic JSON), `eomt eval --out` dataset category
+    ids (in metrics.json and each panoptic JSON). A folder with no such record holds dataset category ids (the
+    COCO convention) unless `label_ids=True`; ids that only make sense as label ids are an error saying so,
+    never a silent score of 0."""
     directory = Path(predictions)
     if not directory.is_dir():
         raise DatasetError(f"{directory}: predictions directory does not exist")
     ds = open_dataset(dataset, data, split)
     task = task or ds.info.task
     metric = make_metric(task, ds.info)
-    to_contiguous = _label_id_check(ds.info) if label_ids else ds.info.to_contiguous
+    to_contiguous = _converter(ds.info, directory, label_ids)
     stems = {Path(ds.file_name(i)).stem: i for i in range(len(ds))}
     suffix = ".json" if task == "instance" else ".png"
     own = ("metrics.json", "summary.json")  # eval's metrics and predict's job summary

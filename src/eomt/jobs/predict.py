@@ -169,8 +169,10 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     summary.rank = processes.rank
     if processes.is_main:
         from ..outputs.atomic import write_json_atomic
+        from ..outputs.result_files import CATEGORY_IDS, LABEL_IDS
 
-        write_json_atomic(out / SUMMARY_FILE, summary.to_dict(), indent=2)
+        # the record `eomt eval --predictions` reads: the JSON files hold the model's label ids
+        write_json_atomic(out / SUMMARY_FILE, {**summary.to_dict(), CATEGORY_IDS: LABEL_IDS}, indent=2)
     processes.barrier()
     return summary
 

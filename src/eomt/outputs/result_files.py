@@ -3,6 +3,10 @@
 Per image `<stem>`: semantic -> `<stem>.png` (class-id label map); panoptic -> `<stem>.png` (COCO panoptic
 RGB ids) + `<stem>.json` (segments_info); instance -> `<stem>.json` (COCO results with RLE masks);
 every task -> `<stem>_overlay.jpg`. The job itself (many images, processes, resuming) is `eomt.jobs`.
+
+Which ids the JSON files hold is recorded under `CATEGORY_IDS`: in each panoptic JSON and in the folder's
+own record (`summary.json` of `eomt predict`, `metrics.json` of `eomt eval --out`), so that scoring the
+folder later needs no flag. Instance JSON files are COCO result lists and carry no record of their own.
 """
 
 from __future__ import annotations
@@ -10,6 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from PIL import Image
+
+CATEGORY_IDS = "category_ids"  # the key of the record
+LABEL_IDS = "label_ids"  # the model's contiguous label ids 0..K-1 (what `eomt predict` writes)
+DATASET_IDS = "dataset_ids"  # the dataset's category ids, the COCO convention (what `eomt eval --out` writes)
+
+
+def id_kind(label_to_category: dict[int, int] | None) -> str:
+    """The record of the ids `write_result` writes with this mapping."""
+    return LABEL_IDS if label_to_category is None else DATASET_IDS
 
 
 def result_files(task: str, name: str) -> list[str]:
@@ -37,6 +50,7 @@ def write_result(result, image: Image.Image, stem: str, out_dir: Path, source: P
             written.append(write_png_atomic(out_dir / f"{stem}.png", rgb))
             written.append(write_json_atomic(out_dir / f"{stem}.json", {
                 "file_name": f"{short}.png", "image": str(source), "segments_info": info,
+                CATEGORY_IDS: id_kind(label_to_category),
                 "labels": {str(s.label_id): s.label for s in result.segments}}))
         else:
             written.append(write_json_atomic(out_dir / f"{stem}.json",
