@@ -159,12 +159,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not Path(recipe.data.path).exists():
         raise TrainingError(f"{recipe.data.path}: dataset path does not exist (--data / data.path)")
     prepare_run_folder(recipe.train.out, resume=args.resume, overwrite=args.overwrite)
-    from ..training.trainer import Trainer
+    from ..training.trainer import Trainer, scored_on
 
     summary = Trainer(recipe, progress=not args.quiet).fit(resume=args.resume)
+    if summary.get("nothing_to_do"):
+        print(f"nothing to do: {Path(recipe.train.out) / 'last.ckpt'} is at step {summary['steps']} of "
+              f"{summary['total']}, the run is complete ({summary['final']}); to train on, raise train.max_steps "
+              "or train.epochs")
+        return 0
+    if summary.get("exported_only"):
+        print(f"{Path(recipe.train.out) / 'last.ckpt'} is at step {summary['steps']} of {summary['total']}: no step "
+              f"to train; wrote the final model to {summary['final']}")
+        return 0
     if summary["final"]:
         best = summary["best"]
-        extra = f"; best val {best['metric']} {best['score']:.2f} at step {best['step']}" if best else ""
+        extra = (f"; best val {best['metric']} {best['score']:.2f} at step {best['step']} {scored_on(best)}"
+                 if best else "")
         print(f"trained {summary['steps']} steps -> {summary['final']}{extra}")
     return 0
 

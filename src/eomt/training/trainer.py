@@ -69,6 +69,14 @@ def describe_start(recipe: Recipe, model: EomtForUniversalSegmentation) -> str:
     return f"initialised from random weights ({len(keys)} tensors)"
 
 
+def scored_on(best: dict[str, Any]) -> str:
+    """How many validation images a val metric is on, e.g. "on 32 of 50 val images" (train.eval_limit)."""
+    images, total = best.get("images"), best.get("of")
+    if images is None or total is None:  # a checkpoint written before the count was recorded
+        return "(val images not recorded)"
+    return f"on all {total} val images" if images == total else f"on {images} of {total} val images"
+
+
 def _rng_state() -> dict[str, Any]:
     """Random states as tensors and plain values, so checkpoints load with `weights_only=True`."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -143,7 +151,10 @@ class Trainer:
     # ---- checkpoints ---------------------------------------------------------------------------
 
     def _save(self, name: str, state: dict[str, Any]) -> Path:
-        """Write through a temporary name, then rename: an interrupted write never replaces a good file."""
+        """Write through a temporary name, then rename: an interrupted write never replaces a good file.
+        The metric logs are flushed first, so that a killed run keeps every metric up to its checkpoint."""
+        for logger in self.fabric.loggers:
+            logger.save()
         path = self.out / name
         tmp = self.out / f".{name}.tmp"
         try:
@@ -165,17 +176,19 @@ class Trainer:
         fabric.launch()
         if t.wandb and fabric.is_global_zero:
             try:
-                import wandb
+                import wandb  # noqa: F401  (checked before any work; the run starts once there is work)
             except ImportError:
                 raise TrainingError("train.wandb=true needs the wandb package (pip install wandb)") from None
-            self.wandb = wandb.init(project="eomt", name=r.name, config=r.to_dict(), dir=str(t.out))
         fabric.seed_everything(t.seed, verbose=False)
         self.out.mkdir(parents=True, exist_ok=True)
         train_set, dataset, sampler, loader = self._data()
         info = train_set.info
         model = build_model(r, info.num_classes, dict(enumerate(info.class_names)))
         self.model = model
-        fabric.print(describe_start(r, model))
+        last = self.out / "last.ckpt"
+        resuming = resume and last.exists()
+        if not resuming:  # a resumed run's weights come from last.ckpt, whatever the model was built from
+            fabric.print(describe_start(r, model))
         model.gradient_checkpointing = t.activation_checkpointing
         groups = param_groups(model, t.weight_decay, t.layer_decay, t.freeze_backbone, llrd_l2=t.llrd_l2,
                               weight_decay_policy=t.weight_decay_policy)
@@ -196,10 +209,24 @@ class Trainer:
         state: dict[str, Any] = {"model": model, "optimizer": optimizer, "step": 0, "epoch": 0, "batch": 0,
                                  "best": None, "recipe": r.to_dict(), "config": model.config.to_dict(),
                                  "processor": self._processor(info).to_dict()}
-        last = self.out / "last.ckpt"
-        if resume and last.exists():
+        final = self.out / "final"
+        if resuming:
             remainder = fabric.load(last, state)
             _set_rng_state(remainder["rng"])
+            if state["step"] >= total:  # a finished run: nothing to train, nothing to rewrite
+                exported = _is_exported(final)
+                if not exported:  # stopped between the last checkpoint and the export: only that is left
+                    model.attn_mask_probs.zero_()
+                    if fabric.is_global_zero:
+                        self._export(model, final, info)
+                    fabric.barrier()
+                return {"steps": state["step"], "total": total, "final": str(final), "best": state["best"],
+                        "history": [], "nothing_to_do": exported, "exported_only": not exported}
+            fabric.print(f"resuming from {last} at step {state['step']} of {total}")
+        if t.wandb and fabric.is_global_zero:
+            import wandb
+
+            self.wandb = wandb.init(project="eomt", name=r.name, config=r.to_dict(), dir=str(t.out))
         fabric.print(f"training {r.name}: {total} steps, {steps_per_epoch} per epoch, global batch "
                      f"{t.batch_size * fabric.world_size * t.accumulate}, annealing starts {starts} ends {ends}")
         self._run_total = total
@@ -209,7 +236,6 @@ class Trainer:
         if state["step"] < total:
             return {"steps": state["step"], "final": None, "best": state["best"], "history": history}
         model.attn_mask_probs.zero_()
-        final = self.out / "final"
         if fabric.is_global_zero:
             self._export(model, final, info)
         fabric.barrier()
@@ -224,7 +250,7 @@ class Trainer:
         history: list[dict[str, float]] = []
         bar = progress_bar(total, self.recipe.name, "steps", enabled=self.progress and fabric.is_global_zero,
                            initial=state["step"])
-        started = time.perf_counter()
+        started, first = time.perf_counter(), state["step"]
         while state["step"] < total:
             epoch = state["epoch"]
             dataset.set_epoch(epoch)
@@ -289,7 +315,9 @@ class Trainer:
         if self.wandb is not None:
             self.wandb.finish()
         self._save("last.ckpt", state)
-        fabric.print(f"trained {state['step']} steps in {time.perf_counter() - started:.0f} s")
+        ran = state["step"] - first
+        since = f" (steps {first + 1}..{state['step']}, resumed)" if first else ""
+        fabric.print(f"trained {ran} steps{since} in {time.perf_counter() - started:.0f} s")
         return history
 
     def _stop(self, state, stop: StopFlag, bar) -> None:
@@ -324,10 +352,11 @@ class Trainer:
         model.train(was_training)
         key = {"semantic": "mIoU", "panoptic": "PQ", "instance": "AP"}[task]
         score = result["metrics"][key]
-        self._log({f"val/{key}": score}, state["step"])
-        self.fabric.print(f"step {state['step']}: val {key} {score:.2f}")
+        scored = {"images": result["num_images"], "of": len(val)}  # train.eval_limit may leave some out
+        self._log({f"val/{key}": score, "val/images": scored["images"]}, state["step"])
+        self.fabric.print(f"step {state['step']}: val {key} {score:.2f} {scored_on(scored)}")
         if state["best"] is None or score > state["best"]["score"]:
-            state["best"] = {"score": score, "metric": key, "step": state["step"]}
+            state["best"] = {"score": score, "metric": key, "step": state["step"], **scored}
             with atomic_path(self.out / "best.ckpt") as tmp:
                 torch.save({"model": model.state_dict(), "best": state["best"], "config": state["config"],
                             "processor": state["processor"]}, tmp)
@@ -349,6 +378,11 @@ class Trainer:
         model.save_pretrained(directory)
         self._processor(info).save_pretrained(directory)
         write_json_atomic(directory / "recipe.json", self.recipe.to_dict(), indent=2)
+
+
+def _is_exported(final: Path) -> bool:
+    """`final/` holds a whole exported model (what `_export` writes)."""
+    return all((final / name).is_file() for name in ("config.json", "model.safetensors", "preprocessor_config.json"))
 
 
 def _tensorboard_logger(out: Path):
