@@ -89,6 +89,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_writable_dir(args.out)
     check_device(args.device)
+    _resolve_backend(args)
     check_runtime(args.dtype, args.backend, args.compile)
     try:
         summary = predict_folder(args.sources, args.out, args.model, task=args.task, devices=args.devices,
@@ -114,6 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         check_writable_dir(args.out)
     check_device(args.device)
+    _resolve_backend(args)
     check_runtime(args.dtype, args.backend, args.compile)
     if args.predictions:
         from ..data import DatasetError
@@ -195,11 +197,20 @@ DTYPE_HELP = ("model precision (default: float32); int8 (with --backend onnxrunt
 
 
 def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
-                        help="torch (default) or onnxruntime: --model is then an `eomt export` directory, or "
-                             "any model, exported once into the cache (needs pip install 'eomt[onnx]')")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime"],
+                        help="torch or onnxruntime: --model is then an `eomt export` directory, or any model, "
+                             "exported once into the cache (needs pip install 'eomt[onnx]'); default: onnxruntime "
+                             "when --model is an `eomt export` directory, else torch")
     parser.add_argument("--compile", action="store_true",
                         help="run the torch model through torch.compile (max-autotune on CUDA)")
+
+
+def _resolve_backend(args: argparse.Namespace) -> None:
+    """--backend's default: onnxruntime for a folder `eomt export` wrote, torch for anything else."""
+    if args.backend is None:
+        from ..runtimes.export import is_export_dir
+
+        args.backend = "onnxruntime" if args.model and is_export_dir(args.model) else "torch"
 
 
 def _is_main_process() -> bool:

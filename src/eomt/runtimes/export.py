@@ -14,6 +14,11 @@ The batch size is always free. A static file takes one height and width (default
 training size); `dynamic=True` takes any height and width that are multiples of the patch size,
 with the DINOv2 position embeddings resampled inside the graph by two matrix products equal to
 torch's antialiased bicubic resize (see `modeling/embeddings.py`).
+
+The processor config of a static file is that of its size (`fit_processor`): images are resized to
+min(H, W) on the long side and padded to a square of that side (sliding windows of that side for
+semantic processors), which a square file takes as it is; for a non-square file the runtime pads
+that square up to H x W and crops the mask logits back (see `OnnxRuntimeModel`).
 """
 
 from __future__ import annotations
@@ -60,6 +65,24 @@ def check_size(config, height: int | None, width: int | None, dynamic: bool) -> 
         if value <= 0 or value % p:
             raise ExportError(f"{name} {value} is not a positive multiple of the patch size {p}")
     return height, width
+
+
+def is_export_dir(path: str | os.PathLike) -> bool:
+    """`path` is a folder written by `export_onnx` (model.onnx and export.json)."""
+    path = Path(path)
+    return (path / ONNX_FILE).is_file() and (path / EXPORT_INFO_FILE).is_file()
+
+
+def fit_processor(processor, height: int, width: int):
+    """A copy of `processor` whose network inputs fit a static file of `height` x `width`: padded squares
+    (or, for a sliding-window processor, windows) of side min(height, width)."""
+    side = min(height, width)
+    settings = processor.to_dict()
+    if processor.do_split_image:
+        settings["size"] = {"shortest_edge": side}
+    else:  # padded inference; a processor without padding would give inputs of every size
+        settings.update(size={"shortest_edge": side, "longest_edge": side}, do_pad=True)
+    return type(processor).from_dict(settings)
 
 
 def _logits_module(model):
@@ -123,7 +146,7 @@ def export_onnx(model, processor, out: str | os.PathLike, height: int | None = N
         if dtype == "int8":
             _quantize_in_place(tmp, model.config, big)
         model.config.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+        (processor if dynamic else fit_processor(processor, height, width)).save_pretrained(tmp)
         info = {"format": "onnx", "dynamic": dynamic, "height": None if dynamic else height,
                 "width": None if dynamic else width, "dtype": dtype, "patch_size": p,
                 "opset": program.model.opset_imports.get("", None), "torch": torch.__version__}

@@ -2,6 +2,9 @@
 
 `OnnxRuntimeModel(directory, device)` is called like the torch model (`model(pixel_values)` ->
 an `EomtOutput` with class and mask logits) and carries its `config`, `device` and `dtype`.
+A static file takes inputs up to its size: smaller ones (the padded squares of a non-square file's
+processor) are padded bottom and right with the normalised value of a black pixel, as the processor
+pads, and the mask logits are cropped back to the input's extent.
 On CUDA it uses onnxruntime's TensorRT and CUDA execution providers when they are installed.
 `cached_export(source)` exports a model once and reuses the file afterwards.
 """
@@ -47,6 +50,7 @@ class OnnxRuntimeModel:
             raise ExportError(f"{path}: no such file (export one with `eomt export MODEL {directory}`)")
         self.info = read_export_info(directory)
         self.config = EomtConfig.from_pretrained(directory)
+        self._pad_value = _black(directory)
         self.device = torch.device(device)
         self.dtype = torch.float32  # the graph takes and returns float32, whatever it computes in
         providers = providers_for(self.device, ort.get_available_providers())
@@ -74,19 +78,40 @@ class OnnxRuntimeModel:
             raise ValueError(f"pixel_values must be (batch, channels, height, width), got {tuple(pixel_values.shape)}")
         height, width = pixel_values.shape[-2:]
         p = self.config.patch_size
-        if not self.info.get("dynamic") and (height, width) != (self.info["height"], self.info["width"]):
-            raise ValueError(f"input size {height}x{width}: this ONNX file was exported for "
-                             f"{self.info['height']}x{self.info['width']} only (export with --dynamic for any size)")
+        if not self.info.get("dynamic") and (height > self.info["height"] or width > self.info["width"]):
+            raise ValueError(f"input size {height}x{width}: this ONNX file was exported for at most "
+                             f"{self.info['height']}x{self.info['width']} (export with --dynamic for any size)")
         if height % p or width % p:
             raise ValueError(f"input size {height}x{width} is not a multiple of the patch size {p}")
 
     def __call__(self, pixel_values: Tensor, patch_offsets: list[Tensor] | None = None, **_: object) -> EomtOutput:
         self._check(pixel_values)
-        feed = {"pixel_values": pixel_values.detach().to("cpu", torch.float32).contiguous().numpy()}
-        class_logits, mask_logits = self.session.run(None, feed)
+        pixels = pixel_values.detach().to("cpu", torch.float32)
+        height, width = pixels.shape[-2:]
+        full = (height, width) if self.info.get("dynamic") else (self.info["height"], self.info["width"])
+        if (height, width) != full:  # a smaller input of a static file: pad as the processor pads
+            canvas = self._pad_value.view(1, -1, 1, 1).expand(pixels.shape[0], -1, *full).clone()
+            canvas[..., :height, :width] = pixels
+            pixels = canvas
+        class_logits, mask_logits = self.session.run(None, {"pixel_values": pixels.contiguous().numpy()})
+        masks = torch.from_numpy(mask_logits)
+        if (height, width) != full:  # the mask grid is the input's at a fixed stride: crop to the input's extent
+            masks = masks[..., :masks.shape[-2] * height // full[0], :masks.shape[-1] * width // full[1]]
         return EomtOutput(class_queries_logits=torch.from_numpy(class_logits).to(self.device),
-                          masks_queries_logits=torch.from_numpy(mask_logits).to(self.device),
-                          patch_offsets=patch_offsets)
+                          masks_queries_logits=masks.contiguous().to(self.device), patch_offsets=patch_offsets)
+
+
+def _black(directory: Path) -> Tensor:
+    """The per-channel value a black pixel has after the folder's processor normalises it (its padding)."""
+    from ..processing.image_processor import EomtImageProcessor
+
+    try:
+        processor = EomtImageProcessor.from_pretrained(directory)
+    except (ValueError, OSError):
+        processor = EomtImageProcessor()
+    if processor.do_normalize:  # (0 - mean * scale) / (std * scale), whatever the rescale factor
+        return -torch.tensor(processor.image_mean, dtype=torch.float32) / torch.tensor(processor.image_std)
+    return torch.zeros(len(processor.image_mean), dtype=torch.float32)
 
 
 def cache_root() -> Path:
