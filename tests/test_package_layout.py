@@ -29,7 +29,10 @@ FORBIDDEN = {
     "training": {"cli"},
     "predictor": {"evaluation", "training", "jobs", "cli"},
     "config": {"modeling", "processing", "runtimes", "predictor", "data", "evaluation", "training", "jobs", "cli"},
+    "serve": {"data", "evaluation", "training", "jobs", "cli"},
 }
+# stages only the command line may import (their dependencies are optional extras)
+ONLY_FOR_CLI = {"serve"}
 
 
 def module_name(path: Path) -> str:
@@ -109,6 +112,12 @@ def test_no_import_circle():
 def test_each_stage_imports_only_the_stages_below_it():
     wrong = [f"{src} imports {dst}" for src, targets in import_graph().items() for dst in sorted(targets)
              if stage(dst) in FORBIDDEN.get(stage(src), set())]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_command_line_imports_the_optional_stages():
+    wrong = [f"{src} imports {dst}" for src, targets in import_graph().items() for dst in sorted(targets)
+             if stage(dst) in ONLY_FOR_CLI and stage(src) not in (stage(dst), "cli")]
     assert not wrong, "\n".join(wrong)
 
 

@@ -345,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub, DEFAULT_MODEL)
 
+    from .serve import add_serve_parser
+
+    add_serve_parser(sub, DEFAULT_MODEL, DTYPE_CHOICES, DTYPE_HELP)
+
     from ..training.recipe import available_recipes
 
     train = sub.add_parser(
