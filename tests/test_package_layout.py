@@ -29,6 +29,7 @@ FORBIDDEN = {
     "training": {"cli"},
     "predictor": {"evaluation", "training", "jobs", "cli"},
     "config": {"modeling", "processing", "runtimes", "predictor", "data", "evaluation", "training", "jobs", "cli"},
+    "video": {"cli", "jobs", "training", "evaluation", "data", "runtimes", "predictor"},
 }
 
 
