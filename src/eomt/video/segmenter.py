@@ -97,6 +97,7 @@ class VideoSegmenter:
         self.mask_threshold = mask_threshold
         self.overlap_mask_area_threshold = overlap_mask_area_threshold
         self.id2label = dict(model.config.id2label)
+        self.source: str | None = None  # the checkpoint, when loaded by from_pretrained
         self.reset()
 
     @classmethod
@@ -122,10 +123,12 @@ class VideoSegmenter:
         if dtype in (torch.bfloat16, torch.float16):
             model.float32_heads()
         size = settings.get("size") or {}
-        return cls(model, task, threshold,
-                   size=(int(size["height"]), int(size["width"])) if {"height", "width"} <= set(size) else None,
-                   mean=settings.get("image_mean", IMAGENET_MEAN), std=settings.get("image_std", IMAGENET_STD),
-                   resample=int(settings.get("resample", 2)), stuff_classes=settings.get("stuff_classes"))
+        segmenter = cls(model, task, threshold,
+                        size=(int(size["height"]), int(size["width"])) if {"height", "width"} <= set(size) else None,
+                        mean=settings.get("image_mean", IMAGENET_MEAN), std=settings.get("image_std", IMAGENET_STD),
+                        resample=int(settings.get("resample", 2)), stuff_classes=settings.get("stuff_classes"))
+        segmenter.source = str(source)
+        return segmenter
 
     @property
     def device(self) -> torch.device:
