@@ -30,6 +30,7 @@ FORBIDDEN = {
     "predictor": {"evaluation", "training", "jobs", "cli"},
     "config": {"modeling", "processing", "runtimes", "predictor", "data", "evaluation", "training", "jobs", "cli"},
     "serve": {"data", "evaluation", "training", "jobs", "cli"},
+    "video": {"cli", "jobs", "training", "evaluation", "data", "runtimes", "predictor"},
 }
 # stages only the command line may import (their dependencies are optional extras)
 ONLY_FOR_CLI = {"serve"}

@@ -26,6 +26,9 @@ _LAZY = {
     "evaluate": ".evaluation.runner",
     "evaluate_predictions": ".evaluation.runner",
     "Segmenter": ".predictor",
+    "VideomtConfig": ".config",
+    "VideomtForUniversalSegmentation": ".modeling.videomt",
+    "VideomtOutput": ".modeling.videomt",
     "predict_folder": ".jobs.predict",
 }
 

@@ -96,6 +96,8 @@ class EomtConfig:
     chunk_size_feed_forward: int = 0
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    # the model_type values this class reads (a subclass narrows them: VideomtConfig)
+    model_types: ClassVar[tuple[str, ...]] = MODEL_TYPES
     # transformers' config machinery that generic code reads: EoMT has no nested configs and no decoder.
     sub_configs: ClassVar[dict[str, type]] = {}
     is_encoder_decoder: ClassVar[bool] = False
@@ -106,8 +108,8 @@ class EomtConfig:
         problem = check_field_types({f.name: getattr(self, f.name) for f in fields(self)})
         if problem is not None:
             raise ConfigError(problem)
-        if self.model_type not in MODEL_TYPES:
-            raise ConfigError(f"unknown model_type {self.model_type!r} (expected one of {', '.join(MODEL_TYPES)})")
+        if self.model_type not in self.model_types:
+            raise ConfigError(_wrong_model_type(self.model_type, self.model_types))
         if self.key_bias is None:
             self.key_bias = not self.is_dinov3
         if self.intermediate_size is None and self.is_dinov3:
@@ -176,6 +178,10 @@ class EomtConfig:
     def get_text_config(self, *args: Any, **kwargs: Any) -> EomtConfig:
         """The config itself: EoMT has no separate text / decoder config (transformers' accessor)."""
         return self
+
+    def architecture(self) -> str:
+        """The transformers class name written to config.json's `architectures`."""
+        return f"{'EomtDinov3' if self.is_dinov3 else 'Eomt'}ForUniversalSegmentation"
 
     @property
     def is_dinov3(self) -> bool:
@@ -248,7 +254,7 @@ class EomtConfig:
         if isinstance(self.image_size, tuple):
             data["image_size"] = list(self.image_size)
         data["id2label"] = {str(k): v for k, v in self.id2label.items()}
-        data.setdefault("architectures", [f"{'EomtDinov3' if self.is_dinov3 else 'Eomt'}ForUniversalSegmentation"])
+        data.setdefault("architectures", [self.architecture()])
         data.pop("num_labels")  # transformers derives it from id2label
         return {**self.extra, **dict(sorted(data.items()))}
 
@@ -276,8 +282,8 @@ class EomtConfig:
         check_overrides(overrides, f"{cls.__name__}.from_dict()")
         data = {**data, **overrides}
         model_type = data.get("model_type", cls._default_model_type())
-        if model_type not in MODEL_TYPES:
-            raise ConfigError(f"unknown model_type {model_type!r} (expected one of {', '.join(MODEL_TYPES)})")
+        if model_type not in cls.model_types:
+            raise ConfigError(_wrong_model_type(model_type, cls.model_types))
         known = {f.name for f in fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in data.items() if k in known}
         if model_type != "eomt_dinov3":
@@ -331,6 +337,15 @@ class EomtConfig:
         return next(f.default for f in fields(cls) if f.name == "model_type")
 
 
+def _wrong_model_type(model_type: Any, expected: tuple[str, ...]) -> str:
+    if model_type == "videomt":
+        return ("model_type 'videomt' is a VidEoMT (video) checkpoint: load it with VideomtForUniversalSegmentation, "
+                "or run `eomt predict VIDEO`")
+    if "videomt" in expected and model_type in MODEL_TYPES:
+        return f"model_type {model_type!r} is an image EoMT checkpoint, not VidEoMT ('videomt')"
+    return f"unknown model_type {model_type!r} (expected one of {', '.join(expected)})"
+
+
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
 
 
@@ -381,3 +396,15 @@ class EomtDinov3Config(EomtConfig):
         if self.model_type != "eomt_dinov3":
             raise ConfigError(f"EomtDinov3Config has model_type 'eomt_dinov3', got {self.model_type!r}")
         super().__post_init__()
+
+
+@dataclass
+class VideomtConfig(EomtConfig):
+    """The config of VidEoMT (`model_type` "videomt"), as transformers' `VideomtConfig`: EoMT's fields on a
+    DINOv2 backbone; the last `num_blocks` blocks carry queries that follow their objects from frame to frame."""
+
+    model_type: str = "videomt"
+    model_types: ClassVar[tuple[str, ...]] = ("videomt",)
+
+    def architecture(self) -> str:
+        return "VideomtForUniversalSegmentation"

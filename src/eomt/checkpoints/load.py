@@ -72,8 +72,13 @@ def _read_weights(files: list[Path]) -> dict[str, Tensor]:
     return state_dict
 
 
-def load_checkpoint_file(path: Path, **overrides: Any) -> tuple[EomtConfig, dict[str, Tensor]]:
-    """An authors' `.bin`/`.ckpt`/`.pt`, or a lone transformers weight file with config.json beside it."""
+def load_checkpoint_file(path: Path, config_class: type[EomtConfig] = EomtConfig,
+                         **overrides: Any) -> tuple[EomtConfig, dict[str, Tensor]]:
+    """An authors' `.bin`/`.ckpt`/`.pt`, or a lone transformers weight file with config.json beside it.
+
+    `config_class` other than EomtConfig (VideomtConfig) reads transformers-format files only."""
+    if config_class is not EomtConfig:
+        return _transformers_file(path, config_class, overrides)
     entries = read_tensors(path)
     if is_run_checkpoint(entries):  # last.ckpt / best.ckpt of `eomt train`
         config, state_dict = read_run_checkpoint(entries, path, **overrides)
@@ -89,6 +94,22 @@ def load_checkpoint_file(path: Path, **overrides: Any) -> tuple[EomtConfig, dict
     if "class_predictor.weight" in state_dict:
         raise CheckpointError(f"{path}: transformers-format weights need a config.json beside them")
     raise CheckpointError(f"{path}: not an EoMT checkpoint (no 'network.*' or 'class_predictor.*' tensors)")
+
+
+def _transformers_file(path: Path, config_class: type[EomtConfig],
+                       overrides: dict[str, Any]) -> tuple[EomtConfig, dict[str, Tensor]]:
+    state_dict = tensors_only(read_tensors(path), path)
+    beside = path.parent / "config.json"
+    if "class_predictor.weight" not in state_dict:
+        raise CheckpointError(f"{path}: not a transformers-format {config_class.__name__.removesuffix('Config')} "
+                              "checkpoint (no 'class_predictor.*' tensors)")
+    if not beside.is_file():
+        raise CheckpointError(f"{path}: transformers-format weights need a config.json beside them")
+    try:
+        config = config_class.from_json_file(beside, **overrides)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    return config, from_transformers(state_dict, config)
 
 
 CLASS_HEAD = ("class_predictor.weight", "class_predictor.bias", "criterion.empty_weight")
@@ -138,17 +159,18 @@ def load_model(model_class: type, source: str | os.PathLike, reinit_class_head: 
     """
     options = HubOptions.pop_from(kwargs)
     check_overrides(kwargs, "from_pretrained()")
+    config_class = getattr(model_class, "config_class", EomtConfig)
     target_dtype = parse_dtype(dtype, torch_dtype)
     device = parse_device_map(device_map)
 
     path = Path(source)
-    authors_file = None if path.is_file() else _authors_file_only(source, options)
+    authors_file = None if path.is_file() or config_class is not EomtConfig else _authors_file_only(source, options)
     if path.is_file() or authors_file is not None:
-        config, state_dict = load_checkpoint_file(authors_file or path, **kwargs)
+        config, state_dict = load_checkpoint_file(authors_file or path, config_class, **kwargs)
     else:
         config_file = resolve_file(source, "config.json", options=options)
         try:
-            config = EomtConfig.from_json_file(config_file, **kwargs)
+            config = config_class.from_json_file(config_file, **kwargs)
         except ConfigError as exc:
             raise CheckpointError(str(exc)) from None
         state_dict = from_transformers(_read_weights(resolve_weights(source, options)), config)

@@ -17,6 +17,9 @@ from ..config import EomtConfig
 # Entries that carry no learned state; dropped on load.
 IGNORED_KEYS = re.compile(r"^(embeddings\.position_ids|embeddings\.mask_token|rope_embeddings\.\w+)$")
 
+# VidEoMT's model keeps transformers' mask token (see eomt.modeling.videomt), so it is read, not dropped.
+VIDEO_MASK_TOKEN = "embeddings.mask_token"
+
 _DINOV3_TO_OURS = [
     (re.compile(r"^embeddings\.patch_embeddings\.(weight|bias)$"), r"embeddings.patch_embeddings.projection.\1"),
     (re.compile(r"^layers\.(\d+)\.attention\.o_proj\."), r"layers.\1.attention.out_proj."),
@@ -36,8 +39,9 @@ def _rename(key: str, rules) -> str:
 def from_transformers(state_dict: dict[str, Tensor], config: EomtConfig) -> dict[str, Tensor]:
     """A transformers EoMT / EoMT-DINOv3 state dict in our names."""
     out: dict[str, Tensor] = {}
+    video = config.model_type == "videomt"
     for key, value in state_dict.items():
-        if IGNORED_KEYS.match(key):
+        if IGNORED_KEYS.match(key) and not (video and key == VIDEO_MASK_TOKEN):
             continue
         if config.is_dinov3:
             key = _rename(key, _DINOV3_TO_OURS)
@@ -48,6 +52,8 @@ def from_transformers(state_dict: dict[str, Tensor], config: EomtConfig) -> dict
             out[f"{fused[1]}.up_proj.{fused[2]}"] = up
             continue
         out[re.sub(r"\.mlp\.weights_out\.", ".mlp.down_proj.", key)] = value
+    if video and VIDEO_MASK_TOKEN not in out:  # unused at inference; VidEoMT's model keeps one to write back
+        out[VIDEO_MASK_TOKEN] = torch.zeros(1, 1, config.hidden_size)
     return out
 
 

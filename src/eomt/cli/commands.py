@@ -14,6 +14,7 @@ from .checks import OneLineParser, device_name, non_negative_int, positive_int, 
 # `eomt --help` and argument errors answer at once.
 
 DEFAULT_MODEL = "tue-mps/coco_panoptic_eomt_large_640"
+DEFAULT_VIDEO_MODEL = "tue-mps/videomt-dinov2-small-ytvis2019"  # eomt.video.segmenter's (a test checks)
 # The choices of `eomt eval --dataset`; equal to eomt.data.DATASET_KINDS (a test checks), kept here so that
 # building the parser does not import the readers (and torch).
 DATASET_KINDS = ("coco_panoptic", "coco_instance", "ade20k_semantic", "ade20k_panoptic", "cityscapes_semantic",
@@ -85,16 +86,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Segment image files and write standard result files; non-zero exit when any image failed."""
     from ..jobs.predict import predict_folder
     from ..outputs.folders import check_writable_dir
+    from ..video.sources import is_video_source
     from .checks import check_device, check_runtime
 
+    if any(is_video_source(source, args.video) for source in args.sources):  # VidEoMT: see eomt.cli.video
+        from .video import cmd_predict_video
+
+        return cmd_predict_video(args)
     check_writable_dir(args.out)
     check_device(args.device)
     _resolve_backend(args)
     check_runtime(args.dtype, args.backend, args.compile)
+    threshold = 0.8 if args.threshold is None else args.threshold
     try:
-        summary = predict_folder(args.sources, args.out, args.model, task=args.task, devices=args.devices,
-                                 num_nodes=args.num_nodes, device=args.device, dtype=args.dtype,
-                                 batch_size=args.batch_size, num_workers=args.num_workers, threshold=args.threshold,
+        summary = predict_folder(args.sources, args.out, args.model or DEFAULT_MODEL, task=args.task,
+                                 devices=args.devices, num_nodes=args.num_nodes, device=args.device, dtype=args.dtype,
+                                 batch_size=args.batch_size, num_workers=args.num_workers, threshold=threshold,
                                  skip_existing=args.skip_existing, overwrite=args.overwrite, progress=not args.quiet,
                                  backend=args.backend, compile=args.compile, tile=args.tile,
                                  tile_overlap=args.tile_overlap)
@@ -281,11 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "Output files mirror the images' folders relative to the deepest folder holding every SOURCE\n"
                     "(a/IMG_1.jpg, b/IMG_1.jpg -> OUT/a/IMG_1.png, OUT/b/IMG_1.png; x.jpg + x.png -> x_jpg, x_png).\n"
                     "Unreadable images are reported and skipped; the exit code is 1 when any image failed.\n"
+                    "Video files (.mp4, .mkv, .mov, .avi, .webm, ...; folders of frames with --video) are segmented\n"
+                    "by a VidEoMT model frame by frame, ids tracked: OUT/<name>.json (instance: YouTube-VIS results;\n"
+                    "panoptic: VIPSeg-style), per-frame files in OUT/<name>/, OUT/<name>_overlay.mp4.\n"
                     "OUT/summary.json counts done / skipped / failed images (with reasons) and images/s.\n"
                     "Many GPUs or nodes: --devices N (and --num-nodes; torchrun and SLURM launches are picked up).")
     predict.add_argument("sources", metavar="SOURCE", nargs="+", help="image files, folders or glob patterns")
-    predict.add_argument("--model", "-m", default=DEFAULT_MODEL,
-                         help=f"hub id, transformers-format directory or checkpoint file (default: {DEFAULT_MODEL})")
+    predict.add_argument("--model", "-m",
+                         help=f"hub id, transformers-format directory or checkpoint file (default: {DEFAULT_MODEL}; "
+                              f"videos: {DEFAULT_VIDEO_MODEL})")
     predict.add_argument("--task", "-t", choices=["semantic", "instance", "panoptic"],
                          help="default: the checkpoint's task")
     predict.add_argument("--out", "-o", default="predictions", help="output directory (default: predictions)")
@@ -295,8 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", "-b", type=positive_int, default=1,
                          help="images per forward pass (default: 1)")
     _add_runtime_arguments(predict)
-    predict.add_argument("--threshold", type=probability, default=0.8,
-                         help="minimum segment score for instance / panoptic (default: 0.8)")
+    predict.add_argument("--threshold", type=probability,
+                         help="minimum segment score for instance / panoptic (default: 0.8; videos: instance 0.5, "
+                              "panoptic 0.8)")
+    predict.add_argument("--video", action="store_true",
+                         help="a folder SOURCE is one video, its images the frames in file-name order (video files "
+                              "are recognised by their suffix)")
     _add_tile_arguments(predict)
     predict.add_argument("--num-workers", "-j", type=non_negative_int, default=2,
                          help="image-decoding worker processes per process (default: 2; 0 decodes in the process)")
