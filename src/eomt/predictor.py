@@ -12,7 +12,7 @@ the checkpoint unless given.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from PIL import Image
 from torch import Tensor
 
 from .modeling.eomt import EomtForUniversalSegmentation
+from .outputs.instance_masks import InstanceMasks
 from .processing.image_io import load_image, to_rgb_pil
 from .processing.image_processor import EomtImageProcessor
 
@@ -44,20 +45,33 @@ class Segment:
     isthing: bool
 
 
-@dataclass
+@dataclass(init=False)
 class Prediction:
     """A segmentation of one image.
 
     `segmentation` is (H, W) int64: class ids for semantic results; segment ids (-1 = void) for
-    panoptic and instance ones. Instance results also carry `masks` (N, H, W) bool, one per segment,
-    since instances may overlap.
+    panoptic and instance ones. Instance results also carry their masks, since instances may overlap:
+    `instance_masks` holds them compactly (one tight crop per instance, `InstanceMasks`), and `masks` gives
+    the (N, H, W) bool stack, made on first access.
     """
 
     task: str
     segmentation: Tensor
     segments: list[Segment]
-    masks: Tensor | None = None
+    instance_masks: InstanceMasks | None = field(default=None, repr=False)
     id2label: dict[int, str] = field(default_factory=dict, repr=False)
+
+    def __init__(self, task: str, segmentation: Tensor, segments: list[Segment],
+                 masks: Tensor | InstanceMasks | None = None, id2label: dict[int, str] | None = None) -> None:
+        self.task, self.segmentation, self.segments = task, segmentation, segments
+        self.instance_masks = masks if masks is None or isinstance(masks, InstanceMasks) else (
+            InstanceMasks.from_dense(masks.cpu()))
+        self.id2label = dict(id2label or {})
+
+    @property
+    def masks(self) -> Tensor | None:
+        """The (N, H, W) bool masks of an instance result (built from the crops on first access), else None."""
+        return None if self.instance_masks is None else self.instance_masks.dense()
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -81,7 +95,7 @@ class Prediction:
         if self.task != "instance":
             raise ValueError(f"a {self.task} result has no instance form")
         info = [{"id": s.id, "label_id": s.label_id, "score": s.score} for s in self.segments]
-        return instance_results(self.masks, info, image_id, label_to_category)
+        return instance_results(self.instance_masks, info, image_id, label_to_category)
 
     def overlay(self, image: Image.Image, alpha: float = 0.5) -> Image.Image:
         """The image with coloured masks, outlines and class names."""
@@ -89,7 +103,7 @@ class Prediction:
 
         image = to_rgb_pil(image)
         if self.task == "instance":
-            return overlay_instances(image, self.masks, [s.label for s in self.segments],
+            return overlay_instances(image, self.instance_masks, [s.label for s in self.segments],
                                      [s.score for s in self.segments])
         return overlay(image, self.segmentation, [(s.id, s.label, s.score) for s in self.segments], alpha=alpha)
 
@@ -110,7 +124,10 @@ class Segmenter:
     """
 
     def __init__(self, model: EomtForUniversalSegmentation, processor: EomtImageProcessor, task: str = "panoptic",
-                 stuff_classes: Iterable[int] | None = None, compile: bool = False) -> None:
+                 stuff_classes: Iterable[int] | None = None, compile: bool = False,
+                 max_memory: int | str | None = None) -> None:
+        from .processing.memory import parse_size
+
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})")
         self.model = model.eval()
@@ -126,12 +143,26 @@ class Segmenter:
         self.stuff_classes = sorted(set(stuff_classes)) if stuff_classes is not None else default_stuff_classes(
             model.config.num_labels)
         self.processor = processor_for_task(processor, task, model.config.image_hw[0])
+        self.max_memory = None if max_memory is None else parse_size(max_memory, "max_memory")
+
+    @property
+    def budget(self):
+        """The `MemoryBudget` of one image's post-processing: `max_memory` bytes, or automatic (from the free
+        RAM, or the free GPU memory on CUDA)."""
+        from .processing.memory import MemoryBudget
+
+        return MemoryBudget.of(self.max_memory, self.device)
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device | None = None,
                         dtype: torch.dtype | str | None = None, task: str | None = None, backend: str = "torch",
-                        compile: bool = False, **config_overrides: Any) -> Segmenter:
+                        compile: bool = False, max_memory: int | str | None = None,
+                        **config_overrides: Any) -> Segmenter:
         """Load model and processor; `device` defaults to CUDA when available, `dtype` to float32.
+
+        `max_memory` (bytes or "2GB", "512MiB") bounds what one image's full-resolution post-processing may use
+        (default: from the free memory); it sizes the chunks of queries upsampled at once, never the result.
+        An image that cannot fit even streamed fails with MemoryBudgetError, whose message says what would fit.
 
         With `dtype` bfloat16 or float16 the backbone runs in that precision and the heads in float32.
 
@@ -140,13 +171,19 @@ class Segmenter:
         ~/.cache/eomt) and runs that; it needs `pip install 'eomt[onnx]'`. `dtype="int8"` (onnxruntime
         only) quantizes the encoder blocks before the queries join (see `eomt.runtimes.quantize`).
         """
+        from .processing.memory import parse_size
+
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+        if max_memory is not None:
+            parse_size(max_memory, "max_memory")  # a bad value fails before any model is read
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu")
         if backend == "onnxruntime":
-            return cls._from_onnx(source, device, dtype, task, compile, config_overrides)
+            segmenter = cls._from_onnx(source, device, dtype, task, compile, config_overrides)
+            segmenter.max_memory = None if max_memory is None else parse_size(max_memory, "max_memory")
+            return segmenter
         if dtype in ("int8", torch.int8):
             raise ValueError("dtype int8 runs on the onnxruntime backend only (backend='onnxruntime')")
         model = EomtForUniversalSegmentation.from_pretrained(source, **config_overrides)
@@ -165,7 +202,7 @@ class Segmenter:
         model = model.to(device=device, dtype=dtype)
         if dtype in (torch.bfloat16, torch.float16):
             model.float32_heads()  # half-precision backbone, float32 mask logits (see its docstring)
-        return cls(model, processor, task, stuff_classes=stuff, compile=compile)
+        return cls(model, processor, task, stuff_classes=stuff, compile=compile, max_memory=max_memory)
 
     @classmethod
     def _from_onnx(cls, source: str | os.PathLike, device: torch.device, dtype: torch.dtype | str | None,
@@ -228,23 +265,48 @@ class Segmenter:
     @torch.inference_mode()
     def _run(self, images: list, task: str, processor: EomtImageProcessor, threshold: float,
              post_kwargs: dict[str, Any]) -> list[Prediction]:
-        inputs = processor(images, device=self.device)
         sizes = [tuple(_image_hw(im)) for im in images]
+        budget = self.budget
+        self.check_memory(task, sizes, budget)
+        inputs = processor(images, device=self.device)
         out = self._forward(inputs.pixel_values.to(self.model.dtype), patch_offsets=inputs.get("patch_offsets"))
         out.masks_queries_logits = out.masks_queries_logits.float()
         out.class_queries_logits = out.class_queries_logits.float()
+        from .processing import postprocess
+
+        logits, classes = out.masks_queries_logits, out.class_queries_logits
+        options = dict(post_kwargs)
+        size = options.pop("size", None) or processor.size
         if task == "semantic":
-            maps = processor.post_process_semantic_segmentation(out, target_sizes=sizes, **post_kwargs)
-            return [self._semantic(m) for m in maps]
+            scores = options.pop("return_segmentation_scores", False)
+            maps = postprocess.semantic_segmentation(logits, classes, sizes, size,
+                                                     patch_offsets=inputs.get("patch_offsets"), return_scores=scores,
+                                                     max_memory=budget, **options)
+            return [self._semantic(m[0] if scores else m) for m in maps]
         if task == "panoptic":
-            post = processor.post_process_panoptic_segmentation(
-                out, target_sizes=sizes, threshold=threshold, stuff_classes=self.stuff_classes, **post_kwargs)
+            post = postprocess.panoptic_segmentation(logits, classes, sizes, size, threshold=threshold,
+                                                     stuff_classes=self.stuff_classes, max_memory=budget, **options)
         else:
             # a panoptic model's stuff classes (recorded, or a published model's) are no instances
-            post = processor.post_process_instance_segmentation(out, target_sizes=sizes, threshold=threshold,
-                                                                **{"stuff_classes": self.stuff_classes,
-                                                                   **post_kwargs})
+            post = postprocess.instance_segmentation(logits, classes, sizes, size, threshold=threshold,
+                                                     max_memory=budget, compact=True,
+                                                     **{"stuff_classes": self.stuff_classes, **options})
         return [self._segments(task, p) for p in post]
+
+    def check_memory(self, task: str, sizes: Sequence[tuple[int, int]], budget=None, tile: int | None = None) -> None:
+        """MemoryBudgetError, before anything is allocated, for the first (height, width) whose streamed
+        post-processing and result files cannot fit the budget; its one-line message says what would fit."""
+        from .processing.memory import MemoryBudgetError, estimate, fit_hint, format_size
+
+        budget = budget or self.budget
+        limit = budget.limit()
+        for height, width in sizes:
+            need = estimate(task, height, width, tile)
+            if need > limit:
+                where = "the --max-memory budget" if budget.explicit else "the memory available"
+                raise MemoryBudgetError(
+                    f"a {width}x{height} image needs about {format_size(need)} for {task} results at full "
+                    f"resolution, more than {where} ({format_size(limit)}); {fit_hint(task, height, width, limit)}")
 
     def check_tiling(self, task: str, tile: int | None, tile_overlap: float | None,
                      post_kwargs: dict[str, Any] | None = None) -> float:
@@ -271,6 +333,7 @@ class Segmenter:
         from .processing.sizes import size_pair
 
         pixels = to_rgb_tensor(image)
+        self.check_memory(task, [tuple(pixels.shape[-2:])], tile=tile)
         plan = tiling.plan_windows(*pixels.shape[-2:], tile, overlap)
         processor = processor_for_task(self.processor, "panoptic", self.model.config.image_hw[0])  # padded input
         if task == "semantic":
@@ -302,19 +365,16 @@ class Segmenter:
         info = post["segments_info"]
         masks = post.get("masks")
         if task == "instance" and masks is not None:
-            masks = masks.bool()
-            areas = masks.flatten(1).sum(1).tolist()
-            from .outputs.coco_formats import masks_to_bboxes
-
-            boxes = [tuple(float(v) for v in b) for b in masks_to_bboxes(masks).tolist()]
+            masks = masks if isinstance(masks, InstanceMasks) else InstanceMasks.from_dense(masks.bool().cpu())
+            areas = masks.areas()
+            boxes = [tuple(b) for b in masks.coco_boxes()]
         else:
             areas, boxes = _areas_and_boxes(segmentation, [s["id"] for s in info])
         stuff = set(self.stuff_classes or [])
         segments = [Segment(s["id"], s["label_id"], self._label(s["label_id"]), s["score"], a, b,
                             s["label_id"] not in stuff)
                     for s, a, b in zip(info, areas, boxes, strict=True)]
-        return Prediction(task, segmentation.cpu(), segments, masks.cpu() if masks is not None else None,
-                          id2label=self.id2label)
+        return Prediction(task, segmentation.cpu(), segments, masks, id2label=self.id2label)
 
 
 def _image_hw(image) -> tuple[int, int]:

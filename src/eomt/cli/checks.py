@@ -32,6 +32,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def memory_size(text: str) -> int:
+    """Bytes of a size such as 2GB, 512MiB or 1.5G (see eomt.processing.memory.parse_size)."""
+    from ..processing.memory import parse_size
+
+    try:
+        return parse_size(text, "size")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("size: ")) from None
+
+
 def non_negative_int(text: str) -> int:
     value = _number(text, int, "a whole number >= 0")
     if value < 0:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 from .. import __version__
 from ..checkpoints.errors import CheckpointError
-from .checks import OneLineParser, device_name, non_negative_int, positive_int, probability, tile_overlap
+from .checks import (
+    OneLineParser,
+    device_name,
+    memory_size,
+    non_negative_int,
+    positive_int,
+    probability,
+    tile_overlap,
+)
 
 # Heavy modules (torch and everything built on it) are imported inside each command, so that
 # `eomt --help` and argument errors answer at once.
@@ -104,7 +112,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, num_workers=args.num_workers, threshold=threshold,
                                  skip_existing=args.skip_existing, overwrite=args.overwrite, progress=not args.quiet,
                                  backend=args.backend, compile=args.compile, tile=args.tile,
-                                 tile_overlap=args.tile_overlap)
+                                 tile_overlap=args.tile_overlap, max_memory=args.max_memory)
     except CheckpointError as exc:
         raise CheckpointError(str(exc) if "--model" in str(exc) else f"{exc} (--model PATH)") from None
     if summary.rank == 0:
@@ -143,7 +151,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
                               limit=args.limit, progress=not args.quiet, backend=args.backend, compile=args.compile,
                               devices=args.devices, num_nodes=args.num_nodes, tile=args.tile,
-                              tile_overlap=args.tile_overlap)
+                              tile_overlap=args.tile_overlap, max_memory=args.max_memory)
         except CheckpointError as exc:
             raise CheckpointError(str(exc) if "--model" in str(exc) else f"{exc} (--model PATH)") from None
     if _is_main_process():
@@ -241,6 +249,9 @@ def _add_tile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-overlap", type=tile_overlap, metavar="F",
                         help="with --tile: the fraction of a window its neighbours overlap, in [0, 0.9) "
                              "(default: 0.25)")
+    parser.add_argument("--max-memory", type=memory_size, metavar="SIZE",
+                        help="memory one image's full-resolution post-processing may use, e.g. 2GB or 512MiB "
+                             "(default: from the free RAM / GPU memory); it sizes the work, never the result")
 
 
 def _tiling_usage(args: argparse.Namespace) -> str | None:

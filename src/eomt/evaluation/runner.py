@@ -59,14 +59,16 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
              batch_size: int = 1, device: str | None = None, dtype: str | None = None,
              out: str | os.PathLike | None = None, limit: int | None = None, progress: bool = True,
              backend: str = "torch", compile: bool = False, devices: int = 1,
-             num_nodes: int = 1, tile: int | None = None, tile_overlap: float | None = None) -> dict[str, Any]:
+             num_nodes: int = 1, tile: int | None = None, tile_overlap: float | None = None,
+             max_memory: int | str | None = None) -> dict[str, Any]:
     """Segment every image of a dataset with `model` (a source or a Segmenter) and compute the task's metric.
 
     Instance segmentation uses the authors' top-100 mode (no threshold), which AP needs. With `devices` /
     `num_nodes` > 1, one process per device (Lightning Fabric, as in training) takes every world_size-th
     image, no image twice, and the metric states are merged with the metrics' `sync()`; every process
     returns the same result. `tile` / `tile_overlap` segment each image at native resolution in overlapping
-    windows (`batch_size` windows per forward pass; see `Segmenter.predict`).
+    windows (`batch_size` windows per forward pass; see `Segmenter.predict`). `max_memory` bounds one image's
+    full-resolution post-processing (see `Segmenter.from_pretrained`).
     """
     from ..jobs.layout import shard
     from ..jobs.processes import check_devices, start
@@ -89,7 +91,13 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
     task = task or ds.info.task
     processes = start(devices, num_nodes, device)
     segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
-        model, device=processes.device, dtype=dtype, task=task, backend=backend, compile=compile)
+        model, device=processes.device, dtype=dtype, task=task, backend=backend, compile=compile,
+        max_memory=max_memory)
+    if isinstance(model, Segmenter) and max_memory is not None:
+        from ..processing.memory import parse_size
+
+        segmenter = copy.copy(segmenter)
+        segmenter.max_memory = parse_size(max_memory)
     check_classes(segmenter, ds.info, str(model) if not isinstance(model, Segmenter) else "the model")
     if tiling:
         segmenter.check_tiling(task, tile, tile_overlap)  # the model's patch size, before anything is written
@@ -155,7 +163,11 @@ def _from_prediction(result) -> dict[str, Any]:
     if result.task == "panoptic":
         return {"segmentation": result.segmentation,
                 "segments_info": [{"id": s.id, "label_id": s.label_id} for s in result.segments]}
-    return {"masks": result.masks, "labels": torch.tensor([s.label_id for s in result.segments], dtype=torch.long),
+    from ..outputs.coco_formats import encode_rles
+
+    # RLEs from the crops: the strings the metric would encode from the dense stack, without making it
+    return {"masks": encode_rles(result.instance_masks),
+            "labels": torch.tensor([s.label_id for s in result.segments], dtype=torch.long),
             "scores": torch.tensor([s.score for s in result.segments], dtype=torch.float32)}
 
 

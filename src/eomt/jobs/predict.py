@@ -96,14 +96,25 @@ def _is_complete(item: PlannedImage, task: str, out: Path) -> bool:
     return all((out / name).exists() for name in result_files(task, item.name))
 
 
-def inference_failure(exc: BaseException, image: Any) -> str:
-    """One line for an image the model could not segment; out of memory gets a hint."""
+def inference_failure(exc: BaseException, image: Any, task: str | None = None, limit: int | None = None) -> str:
+    """One line for an image the model could not segment; out of memory gets a hint computed for that image
+    (the largest size of its aspect ratio whose streamed results fit `limit` bytes)."""
+    from ..processing.memory import MemoryBudgetError, fit_hint
+
     text = (str(exc).splitlines() or [""])[0]
+    if isinstance(exc, MemoryBudgetError):  # found before allocating: the message holds the hint already
+        return f"out of memory budget: {text}"
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
             marker in text.lower() for marker in ("out of memory", "can't allocate", "cannot allocate")):
         size = f"{image.width}x{image.height} " if hasattr(image, "width") else ""
-        return (f"out of memory on this {size}image: results are made at the image's full resolution; downscale "
-                f"it (e.g. to 4000 px on the long side) or use --batch-size 1 / --device cpu")
+        hint = "try --batch-size 1 or a smaller --max-memory (smaller chunks of work)"
+        if hasattr(image, "width") and task is not None and limit:
+            fits = fit_hint(task, image.height, image.width, limit)
+            if fits.startswith("downscale"):
+                hint = f"{fits} or use --batch-size 1"
+            else:  # its streamed results fit what is free now: the chunks or the batch were too large
+                hint = f"its streamed results fit the free memory, so {hint}"
+        return f"out of memory on this {size}image: results are made at the image's full resolution; {hint}"
     return f"inference failed ({type(exc).__name__}: {text[:300]})"
 
 
@@ -112,7 +123,7 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
                    device: str | None = None, dtype: str | None = None, batch_size: int = 1, num_workers: int = 2,
                    threshold: float = 0.8, skip_existing: bool = False, overwrite: bool = False,
                    progress: bool = True, tile: int | None = None, tile_overlap: float | None = None,
-                   **segmenter_options: Any) -> PredictSummary:
+                   max_memory: int | str | None = None, **segmenter_options: Any) -> PredictSummary:
     """Segment every image of `sources` (files, folders, glob patterns) into `out`; returns the summary.
 
     `model` is a hub id, a local checkpoint or a ready `Segmenter` (one process only); the default is
@@ -121,13 +132,22 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     an interrupted run; without it (or `overwrite`) existing result files are an error. Other keyword
     arguments go to `Segmenter.from_pretrained`. A bad image is counted as failed; the others complete.
     `tile` / `tile_overlap` segment each image at native resolution in overlapping windows (`batch_size`
-    windows per forward pass; see `Segmenter.predict`).
+    windows per forward pass; see `Segmenter.predict`). `max_memory` (bytes or "2GB") bounds one image's
+    full-resolution post-processing; an image that cannot fit it even streamed fails alone, with a size
+    that would fit.
     """
     from ..predictor import DEFAULT_MODEL, Segmenter
     from .processes import check_devices, start
 
     _validate(batch_size, num_workers, threshold, skip_existing, overwrite)
     tiling = _tiling(tile, tile_overlap)
+    if max_memory is not None:
+        from ..processing.memory import parse_size
+
+        try:
+            max_memory = parse_size(max_memory)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     check_devices(devices, num_nodes, device)
     if isinstance(model, Segmenter) and (devices > 1 or num_nodes > 1):
         raise ConfigError("a loaded Segmenter runs in this process only; pass a model name or path for --devices")
@@ -146,7 +166,13 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
 
     processes = start(devices, num_nodes, device)
     segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
-        model or DEFAULT_MODEL, device=processes.device, dtype=dtype, task=task, **segmenter_options)
+        model or DEFAULT_MODEL, device=processes.device, dtype=dtype, task=task, max_memory=max_memory,
+        **segmenter_options)
+    if isinstance(model, Segmenter) and max_memory is not None:
+        import copy
+
+        segmenter = copy.copy(model)
+        segmenter.max_memory = max_memory
     task = task or segmenter.task
     if tiling:
         segmenter.check_tiling(task, tile, tile_overlap)  # the model's patch size, before anything is written
@@ -226,7 +252,7 @@ def _run(segmenter, task: str, items: list[PlannedImage], out: Path, batch_size:
                 try:
                     results.append(segmenter.predict([image], task=task, threshold=threshold, **tiling)[0])
                 except Exception as exc:
-                    counts.fail(item.path, inference_failure(exc, image))
+                    counts.fail(item.path, inference_failure(exc, image, task, _limit(segmenter)))
                     results.append(None)
         for (item, image), result in zip(good, results, strict=False):
             if result is not None:
@@ -237,6 +263,14 @@ def _run(segmenter, task: str, items: list[PlannedImage], out: Path, batch_size:
     writer.shutdown()
     counts.seconds = time.perf_counter() - started
     bar.close()
+
+
+def _limit(segmenter) -> int | None:
+    """The bytes one image's post-processing may use now (None when it cannot be told)."""
+    try:
+        return segmenter.budget.limit()
+    except Exception:  # noqa: BLE001 - a hint is a courtesy: never let it hide the image's own failure
+        return None
 
 
 class _Inline:

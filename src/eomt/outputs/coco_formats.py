@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from .instance_masks import InstanceMasks
+
 __all__ = [
     "PANOPTIC_ID_OFFSET",
     "encode_rle",
@@ -41,6 +43,8 @@ __all__ = [
 PANOPTIC_ID_OFFSET = 1
 # Largest id a 24-bit RGB PNG can hold.
 _MAX_PNG_ID = 256**3 - 1
+# Rows per band of the full-resolution conversions, so that their int64 temporaries stay small on huge images.
+_BAND_ROWS = 256
 
 
 def _to_int_numpy(x: Any) -> np.ndarray:
@@ -63,7 +67,10 @@ def masks_to_bboxes(masks: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarr
     """(N, H, W) masks -> (N, 4) float64 COCO ``[x, y, w, h]`` boxes; empty masks get zeros.
 
     Returns a tensor for a tensor input and a numpy array otherwise. Nonzero values count as mask.
+    `InstanceMasks` give a numpy array, from their crops.
     """
+    if isinstance(masks, InstanceMasks):
+        return np.array(masks.coco_boxes(), dtype=np.float64).reshape(len(masks), 4)
     is_tensor = isinstance(masks, torch.Tensor)
     m = _to_bool_numpy(masks)
     if m.ndim != 3:
@@ -108,8 +115,11 @@ def encode_rle(mask: torch.Tensor | np.ndarray) -> dict:
     return _rle_to_json(mask_utils.encode(np.asfortranarray(m, dtype=np.uint8)))
 
 
-def encode_rles(masks: torch.Tensor | np.ndarray) -> list[dict]:
-    """(N, H, W) masks -> list of N JSON-serialisable COCO RLEs, encoded in one pycocotools call."""
+def encode_rles(masks: torch.Tensor | np.ndarray | InstanceMasks) -> list[dict]:
+    """(N, H, W) masks -> list of N JSON-serialisable COCO RLEs, encoded in one pycocotools call (from the crops
+    for `InstanceMasks`, without the full stack)."""
+    if isinstance(masks, InstanceMasks):
+        return [_rle_to_json(r) for r in masks.raw_rles()]
     m = _to_bool_numpy(masks)
     if m.ndim != 3:
         raise ValueError(f"masks must have shape (N, H, W), got {m.shape}")
@@ -142,21 +152,25 @@ def panoptic_to_rgb(segment_map: torch.Tensor | np.ndarray, ids_map: Mapping[int
     with its mapped id; segments missing from ``ids_map`` are written as void (0), which drops them.
     Void (any negative id) is always 0. The id is stored as ``R + 256 * G + 256**2 * B``.
     """
-    seg = _to_int_numpy(segment_map)
+    seg = segment_map.detach().cpu().numpy() if isinstance(segment_map, torch.Tensor) else np.asarray(segment_map)
     if seg.ndim != 2:
         raise ValueError(f"segment_map must have shape (H, W), got {seg.shape}")
-    if ids_map is None:
-        png = np.where(seg >= 0, seg + PANOPTIC_ID_OFFSET, 0)
-    else:
-        keys, inverse = np.unique(seg, return_inverse=True)
-        values = np.array([int(ids_map.get(k, 0)) if k >= 0 else 0 for k in keys.tolist()], dtype=np.int64)
-        png = values[inverse.reshape(seg.shape)]
-    if png.size and (int(png.max()) > _MAX_PNG_ID or int(png.min()) < 0):
-        raise ValueError(f"panoptic PNG ids must lie in [0, {_MAX_PNG_ID}]")
-    rgb = np.empty((*png.shape, 3), dtype=np.uint8)
-    rgb[..., 0] = png & 0xFF
-    rgb[..., 1] = (png >> 8) & 0xFF
-    rgb[..., 2] = (png >> 16) & 0xFF
+    if ids_map is not None:
+        keys = np.unique(seg)
+        lut_keys = keys.astype(np.int64)
+        lut_values = np.array([int(ids_map.get(k, 0)) if k >= 0 else 0 for k in lut_keys.tolist()], dtype=np.int64)
+    rgb = np.empty((*seg.shape, 3), dtype=np.uint8)
+    for top in range(0, seg.shape[0], _BAND_ROWS):  # int64 temporaries a band of rows at a time
+        band = seg[top:top + _BAND_ROWS].astype(np.int64, copy=False)
+        if ids_map is None:
+            png = np.where(band >= 0, band + PANOPTIC_ID_OFFSET, 0)
+        else:
+            png = lut_values[np.searchsorted(lut_keys, band)]
+        if png.size and (int(png.max()) > _MAX_PNG_ID or int(png.min()) < 0):
+            raise ValueError(f"panoptic PNG ids must lie in [0, {_MAX_PNG_ID}]")
+        rgb[top:top + _BAND_ROWS, :, 0] = png & 0xFF
+        rgb[top:top + _BAND_ROWS, :, 1] = (png >> 8) & 0xFF
+        rgb[top:top + _BAND_ROWS, :, 2] = (png >> 16) & 0xFF
     return rgb
 
 
@@ -181,7 +195,7 @@ def segment_stats(seg: np.ndarray | torch.Tensor, ids: Sequence[int]) -> tuple[n
     per-(segment, column) pixel counts come from two bincounts, whose first/last nonzero entries give
     the box.
     """
-    seg = _to_int_numpy(seg)
+    seg = seg.detach().cpu().numpy() if isinstance(seg, torch.Tensor) else np.asarray(seg)
     k = len(ids)
     areas = np.zeros(k, dtype=np.int64)
     boxes = np.zeros((k, 4), dtype=np.float64)
@@ -193,17 +207,27 @@ def segment_stats(seg: np.ndarray | torch.Tensor, ids: Sequence[int]) -> tuple[n
         raise ValueError("segment ids in segments_info must be unique")
     lo = min(int(wanted.min()), 0)
     hi = max(int(wanted.max()), int(seg.max()))
-    if hi - lo < max(4 * seg.size, 1 << 16):
+    dense_lut = hi - lo < max(4 * seg.size, 1 << 16)
+    if dense_lut:
         lut = np.full(hi - lo + 1, k, dtype=np.int64)
         lut[wanted - lo] = np.arange(k)
-        index = lut[np.maximum(seg, lo) - lo]
-        index[seg < lo] = k
     else:  # very sparse ids
         order = np.argsort(wanted)
-        pos = np.searchsorted(wanted[order], seg).clip(max=k - 1)
-        index = np.where(wanted[order][pos] == seg, order[pos], k)
-    per_row = np.bincount((index * h + np.arange(h)[:, None]).ravel(), minlength=(k + 1) * h).reshape(k + 1, h)[:k]
-    per_col = np.bincount((index * w + np.arange(w)[None, :]).ravel(), minlength=(k + 1) * w).reshape(k + 1, w)[:k]
+    per_row = np.zeros((k + 1, h), dtype=np.int64)
+    per_col = np.zeros((k + 1) * w, dtype=np.int64)
+    for top in range(0, h, _BAND_ROWS):  # the int64 index map a band of rows at a time
+        band = seg[top:top + _BAND_ROWS].astype(np.int64, copy=False)
+        rows = band.shape[0]
+        if dense_lut:
+            index = lut[np.maximum(band, lo) - lo]
+            index[band < lo] = k
+        else:
+            pos = np.searchsorted(wanted[order], band).clip(max=k - 1)
+            index = np.where(wanted[order][pos] == band, order[pos], k)
+        per_row[:, top:top + rows] = np.bincount((index * rows + np.arange(rows)[:, None]).ravel(),
+                                                 minlength=(k + 1) * rows).reshape(k + 1, rows)
+        per_col += np.bincount((index * w + np.arange(w)[None, :]).ravel(), minlength=(k + 1) * w)
+    per_row, per_col = per_row[:k], per_col.reshape(k + 1, w)[:k]
     areas = per_row.sum(axis=1)
     rows, cols = per_row > 0, per_col > 0
     y0 = rows.argmax(axis=1)
@@ -272,7 +296,7 @@ def panoptic_segments_info(
 
 
 def instance_results(
-    masks: torch.Tensor | np.ndarray,
+    masks: torch.Tensor | np.ndarray | InstanceMasks,
     segments_info: Sequence[Mapping[str, Any]],
     image_id: int | str,
     label_to_category: Mapping[int, int] | None = None,
@@ -280,16 +304,21 @@ def instance_results(
     """COCO detection results for one image's instances (``masks`` (N, H, W) in ``segments_info`` order).
 
     Each entry: ``{"image_id", "category_id", "segmentation": RLE (str counts), "bbox": [x, y, w, h],
-    "score", "area"}``. Every instance is kept, including empty masks (area 0, box zeros).
+    "score", "area"}``. Every instance is kept, including empty masks (area 0, box zeros). `InstanceMasks`
+    are encoded from their crops (the same RLE strings), never as a full (N, H, W) stack.
     """
-    m = _to_bool_numpy(masks)
-    if m.ndim != 3:
-        raise ValueError(f"masks must have shape (N, H, W), got {m.shape}")
-    if m.shape[0] != len(segments_info):
-        raise ValueError(f"{m.shape[0]} masks but {len(segments_info)} segments")
-    if m.shape[0] == 0:
+    if isinstance(masks, InstanceMasks):
+        count = len(masks)
+    else:
+        m = _to_bool_numpy(masks)
+        if m.ndim != 3:
+            raise ValueError(f"masks must have shape (N, H, W), got {m.shape}")
+        count = m.shape[0]
+    if count != len(segments_info):
+        raise ValueError(f"{count} masks but {len(segments_info)} segments")
+    if count == 0:
         return []
-    raw = _encode_many(m)
+    raw = masks.raw_rles() if isinstance(masks, InstanceMasks) else _encode_many(m)
     # Area and box from the RLEs (cheap) rather than from another pass over the masks.
     areas = mask_utils.area(raw).tolist()
     boxes = mask_utils.toBbox(raw).tolist()

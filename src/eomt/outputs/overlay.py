@@ -286,25 +286,25 @@ def overlay_instances(
 
     Instances are painted in order of decreasing area, so where they overlap the smaller one is
     shown; instance ``i`` is coloured ``color_for(i)``. Instances left with no visible pixel get no label.
+    ``masks`` may be an `InstanceMasks` (crops: painted from them, no (N, H, W) stack is made).
     """
-    m = _as_numpy(masks)
-    if m.ndim != 3:
-        raise ValueError(f"masks must have shape (N, H, W), got {m.shape}")
-    m = m if m.dtype == np.bool_ else m != 0
-    n, h, w = m.shape
+    from .instance_masks import InstanceMasks
+
+    if not isinstance(masks, InstanceMasks):
+        m = _as_numpy(masks)
+        if m.ndim != 3:
+            raise ValueError(f"masks must have shape (N, H, W), got {m.shape}")
+        masks = InstanceMasks.from_dense(torch.from_numpy(np.ascontiguousarray(m)))
+    n, h, w = masks.shape
     if len(labels) != n or (scores is not None and len(scores) != n):
         raise ValueError(f"{n} masks but {len(labels)} labels / {None if scores is None else len(scores)} scores")
     seg = np.full((h, w), -1, dtype=np.int64)
-    if n:
-        rows = m.any(axis=2)  # (N, H)
-        cols = m.any(axis=1)  # (N, W)
-        areas = m.reshape(n, -1).sum(axis=1)
-        for i in np.argsort(-areas, kind="stable").tolist():
-            if areas[i] == 0:
-                continue
-            ys, xs = np.nonzero(rows[i])[0], np.nonzero(cols[i])[0]
-            y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-            window = seg[y0:y1, x0:x1]
-            window[m[i, y0:y1, x0:x1]] = i
+    areas = np.array(masks.areas(), dtype=np.int64)
+    for i in np.argsort(-areas, kind="stable").tolist():
+        if areas[i] == 0:
+            continue
+        crop, (top, left) = masks.crops[i].numpy(), masks.offsets[i]
+        window = seg[top:top + crop.shape[0], left:left + crop.shape[1]]
+        window[crop] = i
     segments = [(i, labels[i], None if scores is None else float(scores[i])) for i in range(n)]
     return overlay(image, seg, segments, alpha, **kwargs)

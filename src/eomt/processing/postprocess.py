@@ -9,19 +9,30 @@ The rules are those of transformers 5.x `EomtImageProcessor.post_process_*_segme
 results are the same (segment maps equal, scores within float rounding), but the work is done
 differently:
 
-- panoptic and instance segmentation select the queries first (from the class probabilities,
-  which is exact: an instance score is at most its class probability) and only upsample those;
-- semantic segmentation sums windows as matrix products (classes x queries @ queries x pixels)
-  straight into the canvas, in place where it can;
+- full resolution is streamed: the upsampled masks (or class scores) exist for a chunk of queries (classes)
+  at a time, sized from a memory budget (`eomt.processing.memory`), while the per-pixel decisions are kept
+  as running maxima / first-argmax maps and the per-query statistics as counts, so that memory is
+  O(pixels), not O(queries x pixels). Bilinear interpolation is per channel, so a chunk's values are those
+  of the whole; the result does not depend on the budget;
+- queries (classes) that cannot change the result are dropped before any full-resolution work: panoptic and
+  instance segmentation select queries from the class probabilities first (exact: an instance score is at
+  most its class probability); then a query (class) that provably wins no pixel is dropped, and an instance
+  query whose mask is provably empty or whose score provably stays below the threshold. "Provably": a
+  bilinear output lies between the smallest and the largest of the 2 x 2 inputs it reads, so 2 x 2 min / max
+  pools of the low-resolution values bound every full-resolution value (with a margin far above float
+  rounding);
+- semantic segmentation sums windows as matrix products (classes x queries @ queries x pixels), one window
+  at a time;
 - bilinear resizes to the size a tensor already has are skipped (they are the identity);
-- the panoptic validity checks are tensor reductions over the argmax map, not one pass per query;
+- the panoptic validity checks are counts over the assignment map, not one pass per query;
 - the resize to the padded input size computes only the crop the image occupied (bit-equal values);
 - per-pixel work runs a cache-sized band of rows at a time, and argmax over queries or classes is an
   amax (vectorised on CPU) of ranks.
 
 Differences in the returned values, by design: the panoptic and instance "segmentation" maps are
 always int64 with -1 for void (transformers returns a float map for instance segmentation, and a
-float map of -1 for panoptic images with no kept query); instance results also carry "masks".
+float map of -1 for panoptic images with no kept query); instance results also carry "masks" (dense, or
+`eomt.outputs.instance_masks.InstanceMasks` crops with `compact=True`).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from eomt.processing.memory import BAND_BYTES, MemoryBudget, MemoryBudgetError, fit_hint, format_size
 from eomt.processing.sizes import resized_size, size_pair
 
 __all__ = ["instance_segmentation", "panoptic_segmentation", "semantic_segmentation"]
@@ -93,19 +105,62 @@ def _rows_needed(out_size: int, in_size: int, keep: int) -> int:
     return in_size
 
 
-def _masks_at_target(logits: torch.Tensor, size: dict[str, int], target: tuple[int, int]) -> torch.Tensor:
-    """Mask logits (N, h, w) of a padded input -> (N, H, W) at the original image size.
-
-    Up to the network input size, crop the region the resized image occupied, resize to the target.
-    The first resize only computes the rows and columns the crop keeps (from an input prefix with the same
-    scale, so the values are those of the full resize; padding is a third of a landscape photo's input).
-    """
+def _stage1(logits: torch.Tensor, size: dict[str, int], target: tuple[int, int]) -> torch.Tensor:
+    """Mask logits (N, h, w) of a padded input -> (1, N, crop_h, crop_w): resized to the network input size
+    and cropped to the region the resized image occupied. Only the rows and columns the crop keeps are
+    computed (from an input prefix with the same scale, so the values are those of the full resize; padding is
+    a third of a landscape photo's input)."""
     height, width = target
     (full_h, full_w), (h, w) = size_pair(size), logits.shape[-2:]
     crop_h, crop_w = resized_size(height, width, size["shortest_edge"], size.get("longest_edge"))
     rows, cols = _rows_needed(full_h, h, crop_h), _rows_needed(full_w, w, crop_w)
     out = _resize(logits[None, :, :rows, :cols], (rows * full_h // h, cols * full_w // w))
-    return _resize(out[..., :crop_h, :crop_w], target)[0]
+    return out[..., :crop_h, :crop_w]
+
+
+def _masks_at_target(logits: torch.Tensor, size: dict[str, int], target: tuple[int, int]) -> torch.Tensor:
+    """Mask logits (N, h, w) of a padded input -> (N, H, W) at the original image size: up to the network
+    input size, crop of the region the resized image occupied (`_stage1`), resize to the target."""
+    return _resize(_stage1(logits, size, target), target)[0]
+
+
+def _fresh(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """`x`, or a copy of it where it shares memory with `source` (a resize to the same size is a view)."""
+    return x.clone() if x.untyped_storage().data_ptr() == source.untyped_storage().data_ptr() else x
+
+
+def _bands(rows: int, row_bytes: int) -> int:
+    """Rows per band of per-pixel work so that a band holds about `BAND_BYTES` (everything on non-CPU devices
+    is one band only when it fits the same rule: bands bound the temporaries there too)."""
+    return max(1, min(rows, BAND_BYTES // max(1, row_bytes)))
+
+
+def _pooled_bounds(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, h, w) -> float64 (lower, upper) (N, h, w): min / max over the 2 x 2 inputs {i, i+1} x {j, j+1} (clamped
+    at the last row / column), the inputs a bilinear output sampling at (i + a, j + b), 0 <= a, b < 1, reads."""
+    padded = F.pad(values[None].double(), (0, 1, 0, 1), mode="replicate")
+    upper = F.max_pool2d(padded, 2, stride=1)[0]
+    lower = -F.max_pool2d(-padded, 2, stride=1)[0]
+    return lower, upper
+
+
+_RELATIVE_MARGIN = 1e-4  # on bounds of float32 values: float rounding is about 1e-7 relative
+
+
+def _widen(lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds moved apart by a margin far above the rounding of float32 interpolation."""
+    return (lower - _RELATIVE_MARGIN * (1 + lower.abs()), upper + _RELATIVE_MARGIN * (1 + upper.abs()))
+
+
+def _check_fits(budget: MemoryBudget, fixed: int, per_item: int, task: str, target: tuple[int, int]) -> None:
+    """MemoryBudgetError (one line, with what would fit) unless the output maps plus one item fit the budget."""
+    limit = budget.limit()
+    if fixed + per_item > limit:
+        height, width = target
+        raise MemoryBudgetError(
+            f"{task} post-processing of a {width}x{height} image needs about {format_size(fixed + per_item)} "
+            f"streamed, more than the {format_size(limit)} {'budget' if budget.explicit else 'available'}; "
+            f"{fit_hint(task, height, width, limit)}")
 
 
 def _band_rows(x: torch.Tensor) -> int:
@@ -159,33 +214,89 @@ def _as_offsets(patch_offsets: Any) -> list[tuple[int, int, int]]:
     return offsets
 
 
-def _semantic_scores(
-    probs: list[torch.Tensor],
-    weights: list[torch.Tensor],
+def _window_probs(mask_logits: torch.Tensor, window_hw: tuple[int, int]) -> torch.Tensor:
+    """(Q, h, w) mask logits -> (Q, *window_hw) probabilities (a new tensor: the input is never modified)."""
+    probs = _resize(mask_logits[None], window_hw)[0]
+    return _fresh(probs, mask_logits).sigmoid_()
+
+
+def _semantic_canvas(
+    mask_logits: torch.Tensor,
+    weights: torch.Tensor,
+    rows: list[int],
     placement: list[tuple[int, int]] | None,
     axis: int,
+    window_hw: tuple[int, int],
     canvas_hw: tuple[int, int],
-    target: tuple[int, int],
 ) -> torch.Tensor:
-    """Per-pixel scores (C, H, W) at the target size of the channels `weights` (one (Q, C) per window).
+    """Per-pixel scores (C, h, w) of the channels `weights` ((B, Q, C)) at the canvas (resized image) size.
 
     Each window's scores are weights^T @ mask probabilities; with a placement, windows are summed
-    into a canvas along `axis` and divided by the per-pixel window count (as transformers does).
+    into a canvas along `axis` and divided by the per-pixel window count (as transformers does). One
+    window's probabilities exist at a time.
     """
-    channels = weights[0].shape[1]
+    channels = weights.shape[-1]
     if placement is None:
-        (p,), (w,) = probs, weights
-        scores = (w.T @ p.flatten(1)).view(channels, *p.shape[1:])
-    else:
-        device, dtype = probs[0].device, probs[0].dtype
-        scores = torch.zeros((channels, *canvas_hw), device=device, dtype=dtype)
-        count = torch.zeros(canvas_hw, device=device, dtype=dtype)
-        for p, w, (start, end) in zip(probs, weights, placement, strict=True):
-            window = (w.T @ p.flatten(1)).view(channels, *p.shape[1:])
-            scores.narrow(axis + 1, start, end - start).add_(window)
-            count.narrow(axis, start, end - start).add_(1)
-        scores = scores / count.clamp(min=1)
-    return _resize(scores[None], target)[0]
+        (row,) = rows
+        p = _window_probs(mask_logits[row], window_hw)
+        return (weights[row].T @ p.flatten(1)).view(channels, *p.shape[1:])
+    device, dtype = mask_logits.device, weights.dtype
+    scores = torch.zeros((channels, *canvas_hw), device=device, dtype=dtype)
+    count = torch.zeros(canvas_hw, device=device, dtype=dtype)
+    for row, (start, end) in zip(rows, placement, strict=True):
+        p = _window_probs(mask_logits[row], window_hw)
+        window = (weights[row].T @ p.flatten(1)).view(channels, *p.shape[1:])
+        del p
+        scores.narrow(axis + 1, start, end - start).add_(window)
+        count.narrow(axis, start, end - start).add_(1)
+        del window
+    return scores.div_(count.clamp(min=1))
+
+
+def _semantic_candidates(scores: torch.Tensor, budget: MemoryBudget) -> torch.Tensor:
+    """Indices (ascending) of the classes that may be the first maximum of some pixel of any bilinear resize of
+    the (C, h, w) `scores`: a class whose upper bound is below another class's lower bound at every 2 x 2
+    input window can never be the maximum (nor tie with it)."""
+    count, height, width = scores.shape
+    if count <= 1:
+        return torch.arange(count, device=scores.device)
+    chunk = budget.chunk(height * width * 40, count)
+    best_lower = torch.full((height, width), -torch.inf, dtype=torch.float64, device=scores.device)
+    for start in range(0, count, chunk):
+        lower, _ = _widen(*_pooled_bounds(scores[start:start + chunk]))
+        best_lower = torch.maximum(best_lower, lower.amax(0))
+    keep = torch.zeros(count, dtype=torch.bool, device=scores.device)
+    for start in range(0, count, chunk):
+        _, upper = _widen(*_pooled_bounds(scores[start:start + chunk]))
+        keep[start:start + chunk] = (upper >= best_lower).flatten(1).any(1)
+    return keep.nonzero().flatten()
+
+
+def _resized_argmax(scores: torch.Tensor, candidates: torch.Tensor, target: tuple[int, int],
+                    budget: MemoryBudget, fixed: int) -> torch.Tensor:
+    """(H, W) int64: `_argmax0(_resize(scores[None], target)[0])` for (C, h, w) `scores` whose first maximum is
+    always one of `candidates` (ascending), streamed: a chunk of candidate channels is resized at a time and
+    folded into a running maximum, a later chunk winning only where it is strictly larger (first index wins)."""
+    device = scores.device
+    if candidates.numel() == 1:  # the only class that can win anywhere
+        return torch.full(target, int(candidates[0]), dtype=torch.long, device=device)
+    height, width = target
+    out = torch.zeros(target, dtype=torch.long, device=device)
+    best = torch.full(target, -torch.inf, dtype=scores.dtype, device=device)
+    chunk = budget.chunk(4 * height * width, candidates.numel(), fixed)
+    for start in range(0, candidates.numel(), chunk):
+        ids = candidates[start:start + chunk]
+        resized = _resize(scores[ids][None], target)[0]
+        band = _bands(height, 12 * ids.numel() * width)
+        for top in range(0, height, band):
+            part = resized[:, top:top + band]
+            local = _argmax0(part)
+            value = part.gather(0, local[None])[0]
+            better = value > best[top:top + band]
+            best[top:top + band] = torch.where(better, value, best[top:top + band])
+            out[top:top + band] = torch.where(better, ids[local], out[top:top + band])
+        del resized
+    return out
 
 
 @torch.no_grad()
@@ -196,6 +307,7 @@ def semantic_segmentation(
     size: dict[str, int],
     patch_offsets: Sequence[Sequence[int] | torch.Tensor] | None = None,
     return_scores: bool = False,
+    max_memory: int | str | MemoryBudget | None = None,
 ) -> list[torch.Tensor] | list[tuple[torch.Tensor, torch.Tensor]]:
     """Semantic maps (H, W) int64 of class ids, as transformers' `post_process_semantic_segmentation`.
 
@@ -207,7 +319,9 @@ def semantic_segmentation(
     resized to the target size; `target_sizes` then has one entry per image index. Without
     `patch_offsets`, each row's scores are resized straight to its target size.
 
-    With `return_scores`, each item is (map, scores (K, H, W)).
+    With `return_scores`, each item is (map, scores (K, H, W)) (the scores are then made in full, K x H x W).
+    `max_memory` (bytes, "2GB", a `MemoryBudget`; default automatic) sizes the chunks of classes upsampled at
+    once; the result does not depend on it.
     """
     mask_logits, class_logits = _check_logits(mask_logits, class_logits)
     batch = mask_logits.shape[0]
@@ -244,48 +358,112 @@ def semantic_segmentation(
                     )
             plans.append((rows, placement, axis, canvas_hw))
 
+    budget = MemoryBudget.of(max_memory, mask_logits.device)
     results: list = []
     for (rows, placement, axis, canvas_hw), target in zip(plans, sizes, strict=True):
         if not rows:  # an image with no window: all scores are 0, as in transformers
             scores = torch.zeros((class_probs.shape[-1], *target), device=mask_logits.device, dtype=class_probs.dtype)
             results.append((scores.argmax(0), scores) if return_scores else scores.argmax(0))
             continue
-        # in place unless the logits are already at the window size (the resize is then a view of them)
-        in_place = tuple(mask_logits.shape[-2:]) != tuple(window_hw)
-        probs = [_resize(mask_logits[row][None], window_hw)[0] for row in rows]
-        probs = [p.sigmoid_() if in_place else p.sigmoid() for p in probs]
-        weights = [class_probs[row] for row in rows]
-        scores = _semantic_scores(probs, weights, placement, axis, canvas_hw, target)
-        segmentation = _argmax0(scores)
-        results.append((segmentation, scores) if return_scores else segmentation)
+        scores = _semantic_canvas(mask_logits, class_probs, rows, placement, axis, window_hw, canvas_hw)
+        if return_scores:  # the caller asked for every class's full-resolution scores
+            scores = _resize(scores[None], target)[0]
+            results.append((_argmax0(scores), scores))
+        elif tuple(scores.shape[-2:]) == tuple(target):
+            results.append(_argmax0(scores))
+        else:
+            fixed = 12 * target[0] * target[1]  # running maximum (float32) and the map (int64)
+            _check_fits(budget, fixed, 4 * target[0] * target[1], "semantic", target)
+            candidates = _semantic_candidates(scores, budget)
+            results.append(_resized_argmax(scores, candidates, target, budget, fixed))
     return results
 
 
 # -------------------------------------------------------------------------------------- panoptic
 
 
-def _assign_pixels(logits: torch.Tensor, scores: torch.Tensor, mask_threshold: float
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For (N, H, W) mask logits of the kept queries: each pixel's query (argmax of score x sigmoid),
-    whether that query's probability reaches `mask_threshold` there, and each query's area at or above it.
+def _panoptic_candidates(logits: torch.Tensor, scores: torch.Tensor, size: dict[str, int],
+                         target: tuple[int, int], budget: MemoryBudget) -> torch.Tensor:
+    """Indices (ascending) of the kept queries that may own a pixel: a pixel goes to the first maximum of
+    score x sigmoid(logit), and each full-resolution logit is a bilinear output of the `_stage1` crop, so a
+    query whose upper bound is below another query's lower bound at every 2 x 2 window wins nowhere. A query
+    that wins nowhere has no assigned area, so it is never a segment, and the others' argmax is unchanged."""
+    count = logits.shape[0]
+    crop = _stage1(logits[:1], size, target).shape[-2:]
+    if count <= 1 or 4 * crop[0] * crop[1] >= target[0] * target[1]:  # the bounds would cost more than they save
+        return torch.arange(count, device=logits.device)
+    weights = scores.double()[:, None, None]
+    chunk = budget.chunk(crop[0] * crop[1] * 60, count)
 
-    Computed a band of rows at a time, so that the N x H x W probabilities never exist in full
-    (the work is memory bound: a band stays in cache through all the steps).
+    def bounds(start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lower, upper = _widen(*_pooled_bounds(_stage1(logits[start:start + chunk], size, target)[0]))
+        w = weights[start:start + chunk]
+        return (w * lower.sigmoid() * (1 - _RELATIVE_MARGIN), w * upper.sigmoid() * (1 + _RELATIVE_MARGIN))
+
+    best_lower = torch.full(crop, -torch.inf, dtype=torch.float64, device=logits.device)
+    for start in range(0, count, chunk):
+        best_lower = torch.maximum(best_lower, bounds(start)[0].amax(0))
+    keep = torch.zeros(count, dtype=torch.bool, device=logits.device)
+    for start in range(0, count, chunk):
+        keep[start:start + chunk] = (bounds(start)[1] >= best_lower).flatten(1).any(1)
+    return keep.nonzero().flatten()
+
+
+def _assign_pixels(logits: torch.Tensor, scores: torch.Tensor, size: dict[str, int], target: tuple[int, int],
+                   mask_threshold: float, budget: MemoryBudget) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For the (N, h, w) low-resolution mask logits of the kept queries, at the target size: each pixel's query
+    (first argmax of score x sigmoid(mask)), whether that query's probability reaches `mask_threshold` there,
+    and each query's area at or above it.
+
+    Streamed: the candidates (`_panoptic_candidates`) are upsampled a chunk at a time and folded into a running
+    maximum (a later chunk wins only where strictly larger: the first maximum, as argmax). The query map is
+    int16 (int32 beyond 32766 queries); the rest of the work runs a band of rows at a time.
     """
-    count, height, width = logits.shape
-    assigned = torch.empty((height, width), dtype=torch.long, device=logits.device)
-    in_own = torch.empty((height, width), dtype=torch.bool, device=logits.device)
-    above_area = torch.zeros(count, dtype=torch.long, device=logits.device)
-    band = _band_rows(logits)
-    weights = scores[:, None, None]
-    for top in range(0, height, band):
-        probs = logits[:, top:top + band].sigmoid()
-        owner = _argmax0(weights * probs)
-        above = probs >= mask_threshold
-        assigned[top:top + band] = owner
-        in_own[top:top + band] = above.gather(0, owner[None])[0]
-        above_area += above.sum((1, 2))
+    count = logits.shape[0]
+    height, width = target
+    pixels = height * width
+    device = logits.device
+    index_dtype = torch.int16 if count < 32767 else torch.int32
+    fixed = pixels * (4 + index_dtype.itemsize + 1 + 8)  # maximum, query map, in_own, the segment map after
+    _check_fits(budget, fixed, 4 * pixels, "panoptic", target)
+    candidates = _panoptic_candidates(logits, scores, size, target, budget)
+    assigned = torch.zeros(target, dtype=index_dtype, device=device)
+    in_own = torch.zeros(target, dtype=torch.bool, device=device)
+    above_area = torch.zeros(count, dtype=torch.long, device=device)
+    best = torch.full(target, -torch.inf, dtype=torch.float32, device=device)
+    chunk = budget.chunk(4 * pixels, candidates.numel(), fixed)
+    for start in range(0, candidates.numel(), chunk):
+        ids = candidates[start:start + chunk]
+        chunk_logits = _masks_at_target(logits[ids], size, target)
+        weights = scores[ids][:, None, None]
+        band = _bands(height, 16 * ids.numel() * width)
+        for top in range(0, height, band):
+            probs = chunk_logits[:, top:top + band].sigmoid()
+            weighted = weights * probs
+            local = _argmax0(weighted)
+            value = weighted.gather(0, local[None])[0]
+            del weighted
+            above = probs >= mask_threshold
+            del probs
+            above_area.index_add_(0, ids, above.sum((1, 2)))
+            better = value > best[top:top + band]
+            best[top:top + band] = torch.where(better, value, best[top:top + band])
+            assigned[top:top + band] = torch.where(better, ids.to(index_dtype)[local], assigned[top:top + band])
+            in_own[top:top + band] = torch.where(better, above.gather(0, local[None])[0], in_own[top:top + band])
+        del chunk_logits
     return assigned, in_own, above_area
+
+
+def _areas(assigned: torch.Tensor, in_own: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels assigned to each query, and those of them where it is above the mask threshold (band by band)."""
+    assigned_area = torch.zeros(count, dtype=torch.long, device=assigned.device)
+    final_area = torch.zeros(count, dtype=torch.long, device=assigned.device)
+    band = _bands(assigned.shape[0], 16 * assigned.shape[1])
+    for top in range(0, assigned.shape[0], band):
+        rows = assigned[top:top + band].long()
+        assigned_area += torch.bincount(rows.flatten(), minlength=count)
+        final_area += torch.bincount(rows[in_own[top:top + band]], minlength=count)
+    return assigned_area, final_area
 
 
 @torch.no_grad()
@@ -298,6 +476,7 @@ def panoptic_segmentation(
     mask_threshold: float = 0.5,
     overlap_mask_area_threshold: float = 0.8,
     stuff_classes: Sequence[int] | None = None,
+    max_memory: int | str | MemoryBudget | None = None,
 ) -> list[dict[str, Any]]:
     """Panoptic maps, as transformers' `post_process_panoptic_segmentation` (padded inference).
 
@@ -311,7 +490,9 @@ def panoptic_segmentation(
 
     Returns per image {"segmentation": (H, W) int64, -1 = void, "segments_info": [{"id",
     "label_id", "score" (rounded to 6 decimals)}]}. Unlike transformers, an image with no kept
-    query also gets an int64 map (transformers returns a float map of -1 there).
+    query also gets an int64 map (transformers returns a float map of -1 there). `max_memory` (bytes, "2GB", a
+    `MemoryBudget`; default automatic) sizes the chunks of queries upsampled at once; the result does not
+    depend on it.
     """
     mask_logits, class_logits = _check_logits(mask_logits, class_logits)
     batch, num_labels = mask_logits.shape[0], class_logits.shape[-1] - 1
@@ -321,6 +502,7 @@ def panoptic_segmentation(
 
     top_scores, top_labels = class_logits.softmax(-1).max(-1)
     keep = top_labels.ne(num_labels) & (top_scores > threshold)
+    budget = MemoryBudget.of(max_memory, device)
 
     results = []
     for i, target in enumerate(sizes):
@@ -331,10 +513,9 @@ def panoptic_segmentation(
             continue
         scores, labels = top_scores[i, kept], top_labels[i, kept]
         count = kept.numel()
-        logits = _masks_at_target(mask_logits[i, kept], size, target)
-        assigned, in_own, above_area = _assign_pixels(logits, scores, mask_threshold)
-        assigned_area = torch.bincount(assigned.flatten(), minlength=count)
-        final_area = torch.bincount(assigned[in_own], minlength=count)
+        assigned, in_own, above_area = _assign_pixels(mask_logits[i, kept], scores, size, target, mask_threshold,
+                                                      budget)
+        assigned_area, final_area = _areas(assigned, in_own, count)
         # float32 division compared in float64, as transformers' `(a / b).item() > threshold`
         ratio_ok = (assigned_area / above_area).double() > overlap_mask_area_threshold
         valid = (assigned_area > 0) & (above_area > 0) & (final_area > 0) & ratio_ok
@@ -350,8 +531,13 @@ def panoptic_segmentation(
                     first_of_stuff[label] = len(segments)
                 segment_of.append(len(segments))
                 segments.append({"id": len(segments), "label_id": label, "score": round(score, 6)})
-        segment_ids = torch.tensor(segment_of, dtype=torch.long, device=device)[assigned]
-        segmentation = torch.where(in_own, segment_ids, torch.full_like(segment_ids, -1))
+        segment_ids = torch.tensor(segment_of, dtype=torch.long, device=device)
+        segmentation = torch.empty(target, dtype=torch.long, device=device)
+        band = _bands(target[0], 24 * target[1])
+        for top in range(0, target[0], band):
+            ids = segment_ids[assigned[top:top + band].long()]
+            segmentation[top:top + band] = ids.masked_fill_(~in_own[top:top + band], -1)
+        del assigned, in_own
         results.append({"segmentation": segmentation, "segments_info": segments})
     return results
 
@@ -359,12 +545,98 @@ def panoptic_segmentation(
 # -------------------------------------------------------------------------------------- instance
 
 
-def _mask_scores(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, H, W) logits -> (masks logit > 0, mean sigmoid inside the mask), as transformers computes them."""
-    masks = logits > 0
-    inside = masks.flatten(1).to(logits.dtype)
-    mean = (logits.sigmoid().flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
-    return masks, mean
+def _row_sums(x: torch.Tensor, whole: bool) -> torch.Tensor:
+    """Row sums of an (n, L) float tensor, each with the value torch gives it within any tensor of rows.
+
+    On CPU torch sums each row alone (serially) when a tensor has at least as many rows as threads, and splits
+    a row over the threads when it has fewer, which rounds differently; so a chunk of fewer rows sums each row
+    as one of a tensor of `threads` rows (an expanded view: no copy). `whole`: the chunk is every row the
+    dense computation sums at once, summed as it is."""
+    threads = torch.get_num_threads()
+    if whole or x.device.type != "cpu" or x.shape[0] >= threads or x.shape[0] == 0:
+        return x.sum(1)
+    return torch.stack([row.expand(threads, -1).sum(1)[0] for row in x])
+
+
+def _instance_candidates(logits: torch.Tensor, top: torch.Tensor, size: dict[str, int], target: tuple[int, int],
+                         threshold: float) -> torch.Tensor:
+    """Indices (ascending) of the pre-selected queries that may be kept: a full-resolution logit is a bilinear
+    output of the `_stage1` crop, so it is at most the crop's maximum; below 0 the mask is empty, and the mask
+    score (a mean of sigmoids inside the mask) is at most the sigmoid of it."""
+    peaks = torch.stack([_stage1(logits[q:q + 1], size, target).amax() for q in range(logits.shape[0])]).double()
+    _, upper = _widen(peaks, peaks)
+    possible = (upper > 0) & (top.double() * upper.sigmoid() * (1 + 1e-3) >= threshold)
+    return possible.nonzero().flatten()
+
+
+def _instance_chunks(logits: torch.Tensor, candidates: torch.Tensor, size: dict[str, int],
+                     target: tuple[int, int], chunk: int, whole: bool):
+    """Yield (query indices, masks (n, H, W) bool, mask scores (n,)) `chunk` of `candidates` at a time; a mask is
+    logit > 0 and its score the mean sigmoid inside it, as transformers computes them. `whole`: the one chunk
+    is all the rows the dense computation sums at once (see `_row_sums`)."""
+    for start in range(0, candidates.numel(), chunk):
+        ids = candidates[start:start + chunk]
+        source = logits[ids]
+        values = _fresh(_masks_at_target(source, size, target), source)
+        masks = values > 0
+        inside = masks.flatten(1).to(values.dtype)
+        weighted = values.sigmoid_().flatten(1).mul_(inside)
+        mean = _row_sums(weighted, whole) / (_row_sums(inside, whole) + 1e-6)
+        del values, weighted, inside
+        yield ids, masks, mean
+        del masks
+
+
+def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, int], target: tuple[int, int],
+                    budget: MemoryBudget, threshold: float, mode: str, top_k: int):
+    """One image's instances: (InstanceMasks, labels (N,), scores (N,)), as in `instance_segmentation`."""
+    from ..outputs.instance_masks import InstanceMasks, tight_crop
+
+    num_queries, num_classes = probs.shape
+    pixels = target[0] * target[1]
+    out = InstanceMasks(*target)
+    if mode == "threshold":
+        top, labels = probs.max(-1)
+        # exact pre-selection: a mask score is at most 1, so score <= class probability
+        queries = (top.double() >= threshold).nonzero().flatten()
+        if queries.numel() == 0:
+            return out, labels[:0], top[:0]
+        _check_fits(budget, 8 * pixels, 9 * pixels, "instance", target)
+        count = queries.numel()
+        # dropping rows changes how a CPU tensor of fewer rows than threads is summed: only with enough rows
+        droppable = logits.device.type == "cpu" and count >= torch.get_num_threads()
+        local = (_instance_candidates(logits[queries], top[queries], size, target, threshold) if droppable
+                 else torch.arange(count, device=logits.device))
+        chunk = budget.chunk(9 * pixels, local.numel(), 8 * pixels)
+        whole = chunk == count  # nothing dropped, one chunk: summed exactly as the dense computation
+        kept_labels, kept_scores = [labels[:0]], [top[:0]]
+        for ids, masks, mean in _instance_chunks(logits[queries], local, size, target, chunk, whole):
+            chosen = queries[ids]
+            scores = top[chosen] * mean
+            keep = masks.flatten(1).any(1) & (scores.double() >= threshold)
+            for j in keep.nonzero().flatten().tolist():
+                out.append(masks[j])
+            kept_labels.append(labels[chosen][keep])
+            kept_scores.append(scores[keep])
+        return out, torch.cat(kept_labels), torch.cat(kept_scores)
+    values, flat = probs.flatten().topk(min(top_k, num_queries * num_classes))
+    queries, labels = flat // num_classes, flat % num_classes
+    unique, inverse = torch.unique(queries, return_inverse=True)
+    _check_fits(budget, 8 * pixels, 9 * pixels, "instance", target)
+    count = unique.numel()
+    chunk = budget.chunk(9 * pixels, count, 8 * pixels)
+    crops: list = [None] * count
+    mean = torch.empty(count, dtype=probs.dtype, device=probs.device)
+    everything = torch.arange(count, device=probs.device)
+    for ids, masks, chunk_mean in _instance_chunks(logits[unique], everything, size, target, chunk, chunk == count):
+        mean[ids] = chunk_mean
+        for j, index in enumerate(ids.tolist()):
+            crops[index] = tight_crop(masks[j])
+    for index in inverse.tolist():  # duplicates (one query, several classes) share one crop
+        top, left, crop = crops[index]
+        out.crops.append(crop)
+        out.offsets.append((top, left))
+    return out, labels, values * mean[inverse]
 
 
 @torch.no_grad()
@@ -377,6 +649,8 @@ def instance_segmentation(
     mode: str = "threshold",
     top_k: int = 100,
     stuff_classes: Sequence[int] | None = None,
+    max_memory: int | str | MemoryBudget | None = None,
+    compact: bool = False,
 ) -> list[dict[str, Any]]:
     """Instance segmentations (padded inference).
 
@@ -396,14 +670,16 @@ def instance_segmentation(
     Returns per image {"segmentation": (H, W) int64 where each pixel holds the id of the last
     segment covering it (-1 = void), "segments_info": [{"id", "label_id", "score" (rounded to 6
     decimals)}], "masks": (N, H, W) bool, one per segment in id order}. transformers returns a
-    float "segmentation" and no "masks".
+    float "segmentation" and no "masks". With `compact`, "masks" is an `InstanceMasks` (tight crops: no
+    N x H x W stack is ever made). `max_memory` (bytes, "2GB", a `MemoryBudget`; default automatic) sizes the
+    chunks of queries upsampled at once; the result does not depend on it.
     """
     if mode not in ("threshold", "topk"):
         raise ValueError(f"mode must be 'threshold' or 'topk', got {mode!r}")
     if mode == "topk" and top_k < 1:
         raise ValueError(f"top_k must be positive, got {top_k}")
     mask_logits, class_logits = _check_logits(mask_logits, class_logits)
-    batch, num_queries, num_classes = mask_logits.shape[0], mask_logits.shape[1], class_logits.shape[-1] - 1
+    batch, num_classes = mask_logits.shape[0], class_logits.shape[-1] - 1
     sizes = _as_sizes(target_sizes, batch, "images in the batch")
     device = mask_logits.device
     class_probs = class_logits.softmax(-1)[..., :-1]
@@ -413,34 +689,24 @@ def instance_segmentation(
         things = torch.tensor([c for c in range(num_classes) if c not in stuff], dtype=torch.long, device=device)
         class_probs, num_classes = class_probs[..., things], len(things)
         if num_classes == 0:  # every class is stuff: no instance anywhere
-            return [{"segmentation": torch.full(tuple(t), -1, dtype=torch.long, device=device), "segments_info": [],
-                     "masks": torch.zeros((0, *t), dtype=torch.bool, device=device)} for t in sizes]
+            from ..outputs.instance_masks import InstanceMasks
 
+            return [{"segmentation": torch.full(tuple(t), -1, dtype=torch.long, device=device), "segments_info": [],
+                     "masks": InstanceMasks(*t) if compact else torch.zeros((0, *t), dtype=torch.bool, device=device)}
+                    for t in sizes]
+
+    budget = MemoryBudget.of(max_memory, device)
     results = []
     for i, target in enumerate(sizes):
-        if mode == "threshold":
-            top, labels = class_probs[i].max(-1)
-            # exact pre-selection: a mask score is at most 1, so score <= class probability
-            queries = (top.double() >= threshold).nonzero().flatten()
-            if queries.numel():
-                masks, mean = _mask_scores(_masks_at_target(mask_logits[i, queries], size, target))
-                scores = top[queries] * mean
-                keep = masks.flatten(1).any(1) & (scores.double() >= threshold)
-                masks, scores, labels = masks[keep], scores[keep], labels[queries][keep]
-            else:
-                masks = torch.zeros((0, *target), dtype=torch.bool, device=device)
-                scores, labels = top[:0], labels[:0]
-        else:
-            values, flat = class_probs[i].flatten().topk(min(top_k, num_queries * num_classes))
-            queries, labels = flat // num_classes, flat % num_classes
-            unique, inverse = torch.unique(queries, return_inverse=True)
-            masks, mean = _mask_scores(_masks_at_target(mask_logits[i, unique], size, target))
-            masks, scores = masks[inverse], values * mean[inverse]
+        masks, labels, scores = _instance_image(mask_logits[i], class_probs[i], size, target, budget, threshold,
+                                                mode, top_k)
         if things is not None:
             labels = things[labels]
         segments = [
             {"id": j, "label_id": label, "score": round(score, 6)}
             for j, (label, score) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True))
         ]
-        results.append({"segmentation": _last_covering(masks), "segments_info": segments, "masks": masks})
+        segmentation = masks.last_covering().to(device)
+        results.append({"segmentation": segmentation, "segments_info": segments,
+                        "masks": masks if compact else masks.dense().to(device)})
     return results

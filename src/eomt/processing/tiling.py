@@ -366,15 +366,13 @@ def _merge_instance(plan: TilePlan, parts: list[Part]) -> Instance | None:
 
 def instance_post(instances: list[Instance], image_hw: tuple[int, int]) -> dict:
     """The instance post-processing dict ("segmentation", "segments_info", "masks") of merged instances, as
-    the predictor's result is built from it (masks dense (N, H, W) here, the form the results hold today)."""
-    masks = torch.zeros((len(instances), *image_hw), dtype=torch.bool)
-    segmentation = torch.full(image_hw, -1, dtype=torch.long)
-    for index, inst in enumerate(instances):
-        box = (slice(inst.top, inst.top + inst.mask.shape[0]), slice(inst.left, inst.left + inst.mask.shape[1]))
-        masks[index][box] = inst.mask
-        segmentation[box][inst.mask] = index  # the last instance covering a pixel, as untiled results
+    the predictor's result is built from it; "masks" are the instances' crops (`InstanceMasks`), no stack."""
+    from ..outputs.instance_masks import InstanceMasks
+
+    masks = InstanceMasks(*image_hw, [inst.mask for inst in instances], [(inst.top, inst.left) for inst in instances])
     info = [{"id": i, "label_id": inst.label, "score": inst.score} for i, inst in enumerate(instances)]
-    return {"segmentation": segmentation, "segments_info": info, "masks": masks}
+    # the last instance covering a pixel, as untiled results
+    return {"segmentation": masks.last_covering(), "segments_info": info, "masks": masks}
 
 
 class InstanceMerger:
@@ -392,12 +390,13 @@ class InstanceMerger:
 
     def add(self, windows: Sequence[Window], mask_logits: Tensor, class_logits: Tensor) -> None:
         posts = postprocess.instance_segmentation(mask_logits, class_logits, [w.hw for w in windows], self.size,
-                                                  **self.options)
+                                                  compact=True, **self.options)
         for window, post in zip(windows, posts, strict=True):
-            for info, mask in zip(post["segments_info"], post["masks"], strict=True):
-                part = _part(window, info["label_id"], info["score"], mask)
-                if part is not None:
-                    self.parts.append(part)
+            masks = post["masks"]
+            for info, crop, (top, left) in zip(post["segments_info"], masks.crops, masks.offsets, strict=True):
+                if crop.numel():  # an empty window mask (topk) has no place in the image
+                    self.parts.append(Part(window.index, int(info["label_id"]), float(info["score"]),
+                                           window.top + top, window.left + left, crop, int(crop.sum())))
 
     def instances(self) -> list[Instance]:
         """The merged instances, in the order of their first part (window by window), or by score for topk."""

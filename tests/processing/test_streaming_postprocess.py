@@ -1,0 +1,337 @@
+"""Streamed post-processing equals the dense computation bit for bit, at any memory budget.
+
+The dense reference below is the post-processing as it was before streaming (every kept query's mask
+upsampled at once, one argmax over all of them), written out here. Logits are confident random ones
+(object queries with one class far above the others, masks of about +/-8 on random rectangles), plus
+exact ties (duplicated queries, quantised class scores) so that the first-index rule is exercised.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from eomt.outputs.instance_masks import InstanceMasks
+from eomt.processing import postprocess
+from eomt.processing.memory import MemoryBudget
+from eomt.processing.postprocess import (
+    _argmax0,
+    _masks_at_target,
+    instance_segmentation,
+    panoptic_segmentation,
+    semantic_segmentation,
+)
+from eomt.processing.sizes import resized_size, size_pair
+
+PADDED = {"shortest_edge": 64, "longest_edge": 64}
+SLIDING = {"shortest_edge": 64}
+TARGETS = [(37, 53), (200, 120), (90, 333), (257, 256)]
+
+
+def confident_logits(queries: int, classes: int, hw: int = 32, seed: int = 0, batch: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.full((batch, queries, hw, hw), -8.0)
+    for b in range(batch):
+        for q in range(queries):
+            y, x = torch.randint(0, hw - 3, (2,), generator=g).tolist()
+            dy, dx = torch.randint(3, hw // 4 + 2, (2,), generator=g).tolist()
+            masks[b, q, y:y + dy, x:x + dx] = 8.0
+    masks = masks + 0.5 * torch.randn(masks.shape, generator=g)
+    classes_logits = torch.randn((batch, queries, classes + 1), generator=g)
+    for b in range(batch):
+        for q in range(queries):
+            if q % 4 == 3:
+                classes_logits[b, q, -1] = 12.0  # no-object
+            else:
+                classes_logits[b, q, q % classes] = 9.0 + 3.0 * torch.rand((), generator=g).item()
+    # exact ties: query 1 a copy of query 0 (same mask, same class scores)
+    masks[:, 1] = masks[:, 0]
+    classes_logits[:, 1] = classes_logits[:, 0]
+    return masks, classes_logits
+
+
+# ------------------------------------------------------------------------------------ dense reference
+
+
+def dense_semantic(mask_logits, class_logits, target, size):
+    """One unwindowed image (padded size) or sliding windows of one image: the canvas, then all classes at once."""
+    probs = class_logits.softmax(-1)[..., :-1]
+    window = size_pair(size)
+    if "longest_edge" in size:
+        p = F.interpolate(mask_logits, size=window, mode="bilinear", align_corners=False)[0].sigmoid()
+        scores = (probs[0].T @ p.flatten(1)).view(probs.shape[-1], *window)
+    else:
+        canvas = resized_size(*target, size["shortest_edge"])
+        axis = 0 if target[0] > target[1] else 1
+        from eomt.processing.sizes import window_starts
+
+        starts = window_starts(canvas[axis], size["shortest_edge"])
+        scores = torch.zeros((probs.shape[-1], *canvas))
+        count = torch.zeros(canvas)
+        for row, start in enumerate(starts):
+            p = F.interpolate(mask_logits[row:row + 1], size=window, mode="bilinear", align_corners=False)[0].sigmoid()
+            w = (probs[row].T @ p.flatten(1)).view(probs.shape[-1], *window)
+            scores.narrow(axis + 1, start, window[axis]).add_(w)
+            count.narrow(axis, start, window[axis]).add_(1)
+        scores = scores / count.clamp(min=1)
+    if tuple(scores.shape[-2:]) != tuple(target):
+        scores = F.interpolate(scores[None], size=target, mode="bilinear", align_corners=False)[0]
+    return _argmax0(scores)
+
+
+def dense_panoptic(mask_logits, class_logits, target, size, threshold=0.8, mask_threshold=0.5, overlap=0.8,
+                   stuff=()):
+    top_scores, top_labels = class_logits[0].softmax(-1).max(-1)
+    kept = (top_labels.ne(class_logits.shape[-1] - 1) & (top_scores > threshold)).nonzero().flatten()
+    if kept.numel() == 0:
+        return torch.full(target, -1, dtype=torch.long), []
+    scores, labels = top_scores[kept], top_labels[kept]
+    logits = _masks_at_target(mask_logits[0, kept], size, target)
+    probs = logits.sigmoid()
+    assigned = _argmax0(scores[:, None, None] * probs)
+    above = probs >= mask_threshold
+    in_own = above.gather(0, assigned[None])[0]
+    count = kept.numel()
+    assigned_area = torch.bincount(assigned.flatten(), minlength=count)
+    final_area = torch.bincount(assigned[in_own], minlength=count)
+    above_area = above.sum((1, 2))
+    valid = (assigned_area > 0) & (above_area > 0) & (final_area > 0) & (
+        (assigned_area / above_area).double() > overlap)
+    segment_of, segments, first = [], [], {}
+    for ok, label, score in zip(valid.tolist(), labels.tolist(), scores.tolist(), strict=True):
+        if not ok:
+            segment_of.append(-1)
+        elif label in stuff and label in first:
+            segment_of.append(first[label])
+        else:
+            if label in stuff:
+                first[label] = len(segments)
+            segment_of.append(len(segments))
+            segments.append({"id": len(segments), "label_id": label, "score": round(score, 6)})
+    ids = torch.tensor(segment_of)[assigned]
+    return torch.where(in_own, ids, torch.full_like(ids, -1)), segments
+
+
+def dense_instance(mask_logits, class_logits, target, size, threshold=0.8, mode="threshold", top_k=100):
+    probs = class_logits[0].softmax(-1)[..., :-1]
+
+    def mask_scores(logits):
+        masks = logits > 0
+        inside = masks.flatten(1).float()
+        return masks, (logits.sigmoid().flatten(1) * inside).sum(1) / (inside.sum(1) + 1e-6)
+
+    if mode == "threshold":
+        top, labels = probs.max(-1)
+        queries = (top.double() >= threshold).nonzero().flatten()
+        if queries.numel() == 0:
+            return torch.full(target, -1, dtype=torch.long), [], torch.zeros((0, *target), dtype=torch.bool)
+        masks, mean = mask_scores(_masks_at_target(mask_logits[0, queries], size, target))
+        scores = top[queries] * mean
+        keep = masks.flatten(1).any(1) & (scores.double() >= threshold)
+        masks, scores, labels = masks[keep], scores[keep], labels[queries][keep]
+    else:
+        values, flat = probs.flatten().topk(min(top_k, probs.numel()))
+        queries, labels = flat // probs.shape[1], flat % probs.shape[1]
+        unique, inverse = torch.unique(queries, return_inverse=True)
+        masks, mean = mask_scores(_masks_at_target(mask_logits[0, unique], size, target))
+        masks, scores = masks[inverse], values * mean[inverse]
+    segmentation = torch.full(target, -1, dtype=torch.long)
+    for j, mask in enumerate(masks):
+        segmentation[mask] = j
+    segments = [{"id": j, "label_id": label, "score": round(score, 6)}
+                for j, (label, score) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True))]
+    return segmentation, segments, masks
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def budgets(target, per_pixel_fixed, per_pixel_item):
+    """A budget that holds the output maps and 2 upsampled queries (classes), and a large one."""
+    pixels = target[0] * target[1]
+    return [MemoryBudget(per_pixel_fixed * pixels + per_pixel_item * pixels * 2), MemoryBudget(1 << 32)]
+
+
+@pytest.fixture
+def chunk_sizes(monkeypatch):
+    """The numbers of queries (classes) upsampled at full resolution at once, in call order."""
+    seen = []
+    real = postprocess._resize
+
+    def resize(x, hw):
+        if tuple(hw) in [tuple(t) for t in TARGETS]:
+            seen.append(x.shape[1])
+        return real(x, hw)
+
+    monkeypatch.setattr(postprocess, "_resize", resize)
+    return seen
+
+
+# ------------------------------------------------------------------------------------------ semantic
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_semantic_streamed_equals_dense_at_two_budgets(target, chunk_sizes):
+    mask_logits, class_logits = confident_logits(24, 11, seed=sum(target))
+    expected = dense_semantic(mask_logits, class_logits, target, PADDED)
+    small, large = budgets(target, 12, 4)
+    (streamed,) = semantic_segmentation(mask_logits, class_logits, [target], PADDED, max_memory=small)
+    small_chunks = list(chunk_sizes)
+    (whole,) = semantic_segmentation(mask_logits, class_logits, [target], PADDED, max_memory=large)
+    assert torch.equal(streamed, expected) and torch.equal(whole, expected)
+    assert len(torch.unique(expected)) >= 3
+    assert len(small_chunks) >= 2 and max(small_chunks) <= 2  # really streamed
+
+
+@pytest.mark.parametrize("target", [(64, 300), (300, 64), (100, 170)])
+def test_semantic_sliding_windows_streamed_equals_dense(target):
+    from eomt.processing.sizes import window_starts
+
+    canvas = resized_size(*target, SLIDING["shortest_edge"])
+    windows = len(window_starts(max(canvas), SLIDING["shortest_edge"]))
+    mask_logits, class_logits = confident_logits(24, 11, seed=5, batch=windows)
+    starts = window_starts(max(canvas), 64)
+    offsets = [(0, s, s + 64) for s in starts]
+    expected = dense_semantic(mask_logits, class_logits, target, SLIDING)
+    for budget in budgets(target, 12, 4):
+        (ours,) = semantic_segmentation(mask_logits, class_logits, [target], SLIDING, patch_offsets=offsets,
+                                        max_memory=budget)
+        assert torch.equal(ours, expected)
+
+
+def test_semantic_ties_go_to_the_first_class():
+    """Quantised scores make many exact ties between classes: the first one wins, streamed or not."""
+    mask_logits, class_logits = confident_logits(16, 9, seed=3)
+    class_logits = torch.zeros_like(class_logits)
+    class_logits[0, :, :4] = 5.0  # classes 0-3 equal everywhere
+    target = (200, 120)
+    expected = dense_semantic(mask_logits, class_logits, target, PADDED)
+    (ours,) = semantic_segmentation(mask_logits, class_logits, [target], PADDED, max_memory=budgets(target, 12, 4)[0])
+    assert torch.equal(ours, expected) and set(torch.unique(ours).tolist()) == {0}
+
+
+def test_semantic_drops_classes_that_win_nowhere(chunk_sizes):
+    mask_logits, class_logits = confident_logits(24, 40, seed=8)
+    target = (257, 256)
+    (ours,) = semantic_segmentation(mask_logits, class_logits, [target], PADDED)
+    assert torch.equal(ours, dense_semantic(mask_logits, class_logits, target, PADDED))
+    assert sum(chunk_sizes) < 40  # fewer classes upsampled than the model has
+
+
+# ------------------------------------------------------------------------------------------ panoptic
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("stuff", [(), (0, 1)])
+def test_panoptic_streamed_equals_dense_at_two_budgets(target, stuff, chunk_sizes):
+    mask_logits, class_logits = confident_logits(40, 9, seed=sum(target) + len(stuff))
+    expected_map, expected_segments = dense_panoptic(mask_logits, class_logits, target, PADDED, stuff=stuff)
+    small, large = budgets(target, 15, 4)
+    for budget in (small, large):
+        chunk_sizes.clear()
+        (ours,) = panoptic_segmentation(mask_logits, class_logits, [target], PADDED, stuff_classes=list(stuff),
+                                        max_memory=budget)
+        assert torch.equal(ours["segmentation"], expected_map)
+        assert ours["segments_info"] == expected_segments
+        if budget is small:
+            assert len(chunk_sizes) >= 2 and max(chunk_sizes) <= 2
+    assert len(expected_segments) >= 3
+
+
+def test_panoptic_thresholds_and_ties_streamed():
+    mask_logits, class_logits = confident_logits(40, 9, seed=4)
+    target = (90, 333)
+    kwargs = dict(threshold=0.5, mask_threshold=0.3, overlap=0.5)
+    expected = dense_panoptic(mask_logits, class_logits, target, PADDED, stuff=(2, 3), **kwargs)
+    (ours,) = panoptic_segmentation(mask_logits, class_logits, [target], PADDED, threshold=0.5, mask_threshold=0.3,
+                                    overlap_mask_area_threshold=0.5, stuff_classes=[2, 3],
+                                    max_memory=budgets(target, 15, 4)[0])
+    assert torch.equal(ours["segmentation"], expected[0]) and ours["segments_info"] == expected[1]
+
+
+def test_panoptic_drops_queries_that_win_nowhere(chunk_sizes):
+    """Confident queries whose masks are far below the others everywhere are never upsampled."""
+    mask_logits, class_logits = confident_logits(60, 9, seed=9)
+    mask_logits[0, 40:] = -20.0
+    target = (257, 256)
+    (ours,) = panoptic_segmentation(mask_logits, class_logits, [target], PADDED)
+    upsampled = sum(chunk_sizes)
+    expected_map, expected_segments = dense_panoptic(mask_logits, class_logits, target, PADDED)
+    assert torch.equal(ours["segmentation"], expected_map) and ours["segments_info"] == expected_segments
+    probs = class_logits[0].softmax(-1)
+    kept = (probs[:, :-1].max(-1).values > 0.8) & (probs.argmax(-1) != 9)
+    assert upsampled <= int(kept[:40].sum()) < int(kept.sum())
+
+
+# ------------------------------------------------------------------------------------------ instance
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("mode", ["threshold", "topk"])
+def test_instance_streamed_equals_dense_at_two_budgets(target, mode, chunk_sizes):
+    mask_logits, class_logits = confident_logits(40, 9, seed=sum(target))
+    expected_map, expected_segments, expected_masks = dense_instance(mask_logits, class_logits, target, PADDED,
+                                                                     mode=mode, top_k=30)
+    small, large = budgets(target, 8, 9)
+    for budget in (small, large):
+        chunk_sizes.clear()
+        (dense,) = instance_segmentation(mask_logits, class_logits, [target], PADDED, mode=mode, top_k=30,
+                                         max_memory=budget)
+        (compact,) = instance_segmentation(mask_logits, class_logits, [target], PADDED, mode=mode, top_k=30,
+                                           max_memory=budget, compact=True)
+        for ours in (dense, compact):
+            assert torch.equal(ours["segmentation"], expected_map)
+            assert ours["segments_info"] == expected_segments
+        assert torch.equal(dense["masks"], expected_masks)
+        assert isinstance(compact["masks"], InstanceMasks) and torch.equal(compact["masks"].dense(), expected_masks)
+        if budget is small:
+            assert max(chunk_sizes) <= 2
+    assert len(expected_segments) >= 3
+
+
+def test_instance_with_fewer_queries_than_threads_is_summed_as_the_dense_one():
+    """One pre-selected query: the dense code sums its row split over the threads; so does the one chunk."""
+    mask_logits, class_logits = confident_logits(8, 5, seed=2)
+    class_logits[0, 1:, -1] = 30.0  # only query 0 is an object
+    target = (257, 256)
+    expected = dense_instance(mask_logits, class_logits, target, PADDED, threshold=0.5)
+    (ours,) = instance_segmentation(mask_logits, class_logits, [target], PADDED, threshold=0.5)
+    assert ours["segments_info"] == expected[1] and torch.equal(ours["masks"], expected[2])
+
+
+def test_streamed_results_match_transformers_at_a_small_budget():
+    transformers = pytest.importorskip("transformers")
+    mask_logits, class_logits = confident_logits(40, 9, seed=12, batch=2)
+    targets = [(200, 120), (90, 333)]
+    reference = transformers.EomtImageProcessor()
+    outputs = SimpleNamespace(masks_queries_logits=mask_logits, class_queries_logits=class_logits, patch_offsets=None)
+    small = MemoryBudget(20 * 200 * 333)
+    theirs = reference.post_process_panoptic_segmentation(outputs, target_sizes=targets, size=PADDED)
+    ours = panoptic_segmentation(mask_logits, class_logits, targets, PADDED, max_memory=small)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a["segmentation"], b["segmentation"].long())
+        assert [(s["id"], s["label_id"]) for s in a["segments_info"]] == [
+            (s["id"], s["label_id"]) for s in b["segments_info"]]
+    theirs = reference.post_process_instance_segmentation(outputs, target_sizes=targets, size=PADDED)
+    ours = instance_segmentation(mask_logits, class_logits, targets, PADDED, max_memory=small)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a["segmentation"], b["segmentation"].long())
+        assert all(abs(x["score"] - y["score"]) <= 1e-5 for x, y in zip(a["segments_info"], b["segments_info"],
+                                                                          strict=True))
+    theirs = reference.post_process_semantic_segmentation(outputs, target_sizes=targets, size=PADDED)
+    ours = semantic_segmentation(mask_logits, class_logits, targets, PADDED, max_memory=small)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_budget_too_small_for_the_output_maps_is_one_line_with_a_size_that_fits():
+    from eomt.processing.memory import MemoryBudgetError
+
+    mask_logits, class_logits = confident_logits(40, 9, seed=1)
+    with pytest.raises(MemoryBudgetError) as caught:
+        panoptic_segmentation(mask_logits, class_logits, [(3000, 4000)], PADDED, max_memory=MemoryBudget(64 << 20))
+    message = str(caught.value)
+    assert "\n" not in message and "4000x3000 image" in message and "downscale it to at most" in message
