@@ -179,13 +179,13 @@ class Segmenter:
             parse_size(max_memory, "max_memory")  # a bad value fails before any model is read
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu")
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use `device='cpu'`")
         if backend == "onnxruntime":
             segmenter = cls._from_onnx(source, device, dtype, task, compile, config_overrides)
             segmenter.max_memory = None if max_memory is None else parse_size(max_memory, "max_memory")
             return segmenter
         if dtype in ("int8", torch.int8):
-            raise ValueError("dtype int8 runs on the onnxruntime backend only (backend='onnxruntime')")
+            raise ValueError("dtype int8 runs on the onnxruntime backend only (`backend='onnxruntime'`)")
         model = EomtForUniversalSegmentation.from_pretrained(source, **config_overrides)
         try:
             processor = EomtImageProcessor.from_pretrained(source)

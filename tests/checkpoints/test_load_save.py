@@ -139,7 +139,8 @@ except CheckpointError as exc:
     result = _run_offline(tmp_path / "hub", code)
     assert result.returncode == 0, result.stderr
     message = result.stdout.strip()
-    assert "HF_HUB_OFFLINE" in message and "local directory" in message and "\n" not in message
+    assert "HF_HUB_OFFLINE=1 forbids downloads" in message and "local directory" in message and "\n" not in message
+    assert "--model" not in message
 
 
 # ---- bad input: one line naming the file and the problem ------------------------------------------------

@@ -39,7 +39,8 @@ def test_no_network_and_no_cache_is_one_line_naming_the_ways_out(unreachable_hub
     assert main(["predict", str(tmp_path / "x.png"), "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Retrying" not in err
-    assert "no network" in err and "--model PATH" in err and "HF_HUB_OFFLINE=1" in err and "quick start" in err
+    assert "cannot be reached" in err and "not in the local cache" in err and str(tmp_path / "empty_cache") in err
+    assert "--model PATH" in err and "quick start" in err and "HF_HUB_OFFLINE" not in err
 
 
 def test_no_network_still_uses_the_local_cache(unreachable_hub, monkeypatch, tmp_path, capsys):

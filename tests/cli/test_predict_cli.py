@@ -121,7 +121,8 @@ def test_default_model_without_network_says_how_to_pass_a_path(tmp_path):
                              "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     line = result.stderr.strip().splitlines()[-1]
-    assert "tue-mps/coco_panoptic_eomt_large_640" in line and "--model PATH" in line and "HF_HUB_OFFLINE" in line
+    assert "tue-mps/coco_panoptic_eomt_large_640" in line and "--model PATH" in line
+    assert "HF_HUB_OFFLINE=1 forbids downloads" in line and "set HF_HUB_OFFLINE" not in line
 
 
 def test_help_is_complete(capsys):

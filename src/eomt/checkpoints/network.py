@@ -9,9 +9,6 @@ from functools import lru_cache
 from urllib.parse import urlparse
 
 PROBE_TIMEOUT_S = 3.0
-OFFLINE_HINT = ("pass --model PATH (a local directory or checkpoint file), set HF_HUB_OFFLINE=1 to use only "
-                "the local cache, or follow the offline quick start in README.md (eomt synthetic, then eomt train "
-                "-r synthetic_tiny)")
 
 
 def hub_offline() -> bool:

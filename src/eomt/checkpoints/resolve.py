@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, CheckpointNotFoundError
+from .errors import CheckpointError, CheckpointNotFoundError, HubUnavailableError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -49,7 +49,7 @@ def _hub_download(repo_id: str, filename: str, required: bool, options: HubOptio
         RevisionNotFoundError,
     )
 
-    from .network import OFFLINE_HINT, hub_offline, hub_reachable
+    from .network import hub_offline, hub_reachable
 
     where = f"{repo_id!r}" + (f" (revision {options.revision!r})" if options.revision else "")
     shown = f"{options.subfolder}/{filename}" if options.subfolder else filename
@@ -65,10 +65,7 @@ def _hub_download(repo_id: str, filename: str, required: bool, options: HubOptio
     except LocalEntryNotFoundError:  # must come first: it is also an EntryNotFoundError
         if not required:
             return None
-        why = ("HF_HUB_OFFLINE is set and it is not in the local cache" if offline else
-               "local_files_only is set and it is not in the local cache" if options.local_files_only else
-               "no network (the hub cannot be reached) and it is not in the local cache")
-        raise CheckpointNotFoundError(f"cannot get {shown!r} of {where}: {why}; {OFFLINE_HINT}") from None
+        raise HubUnavailableError(f"cannot get {shown!r} of {where}: {_why_not_local(offline, options)}") from None
     except EntryNotFoundError:
         if required:
             raise CheckpointNotFoundError(f"hub repo {where} has no file {shown!r}") from None
@@ -81,6 +78,23 @@ def _hub_download(repo_id: str, filename: str, required: bool, options: HubOptio
         raise CheckpointNotFoundError(
             f"cannot download {shown!r} of {where} ({type(exc).__name__}); "
             "pass a local directory or checkpoint file instead") from None
+
+
+def _why_not_local(offline: bool, options: HubOptions) -> str:
+    """Why a hub file could only come from the local cache, and where that cache is: what is true now."""
+    from huggingface_hub import constants
+
+    from .network import hub_endpoint
+
+    cache = os.fspath(options.cache_dir or constants.HF_HUB_CACHE)
+    if offline:
+        cause = f"HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')} forbids downloads"
+    elif options.local_files_only:
+        cause = "local_files_only=True forbids downloads"
+    else:
+        host, port = hub_endpoint()
+        cause = f"the hub ({host}:{port}) cannot be reached"
+    return f"{cause} and it is not in the local cache ({cache})"
 
 
 def resolve_file(source: str | os.PathLike, filename: str, required: bool = True,

@@ -17,6 +17,7 @@ from .checks import (
     probability,
     tile_overlap,
 )
+from .errors import naming_model_flag
 
 # Heavy modules (torch and everything built on it) are imported inside each command, so that
 # `eomt --help` and argument errors answer at once.
@@ -85,7 +86,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     source's preprocessor_config.json); the folder is written whole or not at all."""
     from ..jobs.convert import convert
 
-    written = convert(args.source, args.out, dict(args.set or []), overwrite=args.overwrite)
+    written = convert(args.source, args.out, dict(args.overrides or []), overwrite=args.overwrite)
     print(f"wrote {', '.join(written)} to {args.out}")
     return 0
 
@@ -114,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                  backend=args.backend, compile=args.compile, tile=args.tile,
                                  tile_overlap=args.tile_overlap, max_memory=args.max_memory)
     except CheckpointError as exc:
-        raise CheckpointError(str(exc) if "--model" in str(exc) else f"{exc} (--model PATH)") from None
+        raise naming_model_flag(exc) from None
     if summary.rank == 0:
         print("\n".join(summary.lines()), file=sys.stderr)
     return 1 if summary.failures else 0
@@ -153,7 +154,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               devices=args.devices, num_nodes=args.num_nodes, tile=args.tile,
                               tile_overlap=args.tile_overlap, max_memory=args.max_memory)
         except CheckpointError as exc:
-            raise CheckpointError(str(exc) if "--model" in str(exc) else f"{exc} (--model PATH)") from None
+            raise naming_model_flag(exc) from None
     if _is_main_process():
         print(format_table(result, per_class=args.per_class))
     return 0
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "eomt and transformers load.")
     convert.add_argument("source", metavar="SOURCE")
     convert.add_argument("out", metavar="OUT", help="output directory (created if missing)")
-    convert.add_argument("--set", metavar="KEY=VALUE", type=_parse_override, action="append",
+    convert.add_argument("--set", dest="overrides", metavar="KEY=VALUE", type=_parse_override, action="append",
                          help="config override, e.g. --set num_attention_heads=6 (repeatable)")
     convert.add_argument("--overwrite", action="store_true", help="replace OUT when it already holds files")
     convert.set_defaults(func=cmd_convert)
@@ -411,13 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 success, 1 an error (one line on stderr), 2 a usage error, 130 interrupted."""
-    from .errors import run_command
+    from .errors import command_flags, command_parser, run_command
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     problem = _tiling_usage(args)
     if problem:
         OneLineParser(prog=f"eomt {args.command}").error(problem)
-    return run_command(args.command, args.func, args)
+    sub = command_parser(parser, args.command)
+    return run_command(args.command, args.func, args, command_flags(sub) if sub is not None else None)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ PROCESSOR_FILE = "preprocessor_config.json"
 
 
 def check_overrides(overrides: dict[str, Any]) -> None:
-    """`--set KEY=VALUE` keys must be EomtConfig fields (a typo is an error, as in a recipe)."""
+    """Override keys (`--set KEY=VALUE` of `eomt convert`) must be EomtConfig fields (a typo is an error)."""
     from ..config import ConfigError, EomtConfig
 
     known = {f.name for f in fields(EomtConfig)} - {"extra"}
     unknown = sorted(k for k in overrides if k not in known)
     if unknown:
-        raise ConfigError(f"--set {unknown[0]}: not a config field (known: {', '.join(sorted(known))})")
+        raise ConfigError(f"`overrides` {unknown[0]}: not a config field (known: {', '.join(sorted(known))})")
 
 
 def _processor_config(source: str | os.PathLike) -> dict[str, Any] | None:
@@ -58,7 +58,7 @@ def convert(source: str | os.PathLike, out: str | os.PathLike, overrides: dict[s
     from ..outputs.atomic import write_json_atomic
 
     check_overrides(overrides)
-    out = check_new_output(out, overwrite, "files", option="OUT")
+    out = check_new_output(out, overwrite, "files", option="`out`")
     if Path(source).resolve() == out.resolve():
         raise ValueError(f"{out}: the output folder is the source; choose another folder")
     processor = _processor_config(source)

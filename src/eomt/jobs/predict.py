@@ -50,13 +50,13 @@ def _as_list(batch: list) -> list:
 
 def _validate(batch_size: int, num_workers: int, threshold: float, skip_existing: bool, overwrite: bool) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size!r}")
+        raise ConfigError(f"`batch_size` must be at least 1, got {batch_size!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ConfigError(f"--num-workers must be 0 or more, got {num_workers!r}")
+        raise ConfigError(f"`num_workers` must be 0 or more, got {num_workers!r}")
     if not 0.0 <= float(threshold) <= 1.0:
-        raise ConfigError(f"--threshold must lie in [0, 1], got {threshold!r}")
+        raise ConfigError(f"`threshold` must lie in [0, 1], got {threshold!r}")
     if skip_existing and overwrite:
-        raise ConfigError("--skip-existing and --overwrite contradict each other; pass one")
+        raise ConfigError("`skip_existing` and `overwrite` contradict each other; pass one")
 
 
 def _refuse_existing(plan: list[PlannedImage], out: Path) -> None:
@@ -67,8 +67,8 @@ def _refuse_existing(plan: list[PlannedImage], out: Path) -> None:
         for suffix in _ANY_RESULT:
             path = out / f"{item.name}{suffix}"
             if path.exists():
-                raise ConfigError(f"{path} already exists: pass --skip-existing to continue that run, or "
-                                  "--overwrite to replace its files")
+                raise ConfigError(f"{path} already exists: pass `skip_existing=True` to continue that run, or "
+                                  "`overwrite=True` to replace its files")
 
 
 def _remove_stale_temporaries(items: list[PlannedImage], task: str, out: Path) -> None:
@@ -150,11 +150,11 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
             raise ConfigError(str(exc)) from None
     check_devices(devices, num_nodes, device)
     if isinstance(model, Segmenter) and (devices > 1 or num_nodes > 1):
-        raise ConfigError("a loaded Segmenter runs in this process only; pass a model name or path for --devices")
+        raise ConfigError("a loaded Segmenter runs in this process only; pass a model name or path for `devices`")
     sources = [os.fspath(sources)] if isinstance(sources, (str, os.PathLike)) else [os.fspath(s) for s in sources]
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
+        raise ConfigError(f"`out` {out} is a file, not a folder")
     images, problems = collect_images(sources)
     plan = plan_outputs(images)
     if not (skip_existing or overwrite):
@@ -208,7 +208,7 @@ def _tiling(tile: int | None, tile_overlap: float | None) -> dict[str, Any]:
     if tile is None and tile_overlap is None:
         return {}
     if tile is None:
-        raise ConfigError("--tile-overlap needs --tile SIZE")
+        raise ConfigError("`tile_overlap` needs `tile`")
     from ..processing.tiling import DEFAULT_OVERLAP, check_tiling
 
     check_tiling(tile, DEFAULT_OVERLAP if tile_overlap is None else tile_overlap)

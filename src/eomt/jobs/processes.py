@@ -46,12 +46,12 @@ def check_devices(devices: int, num_nodes: int, device: str | None) -> None:
     """Validate before anything is launched (one-line errors, no traceback)."""
     from ..config import ConfigError
 
-    for name, value in (("--devices", devices), ("--num-nodes", num_nodes)):
+    for name, value in (("devices", devices), ("num_nodes", num_nodes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
+            raise ConfigError(f"`{name}` must be a positive whole number, got {value!r}")
     if (devices > 1 or num_nodes > 1) and device not in (None, "cpu", "cuda"):
-        raise ConfigError(f"--device {device} names one device; with --devices/--num-nodes use cpu or cuda "
-                          "(each process takes its own device)")
+        raise ConfigError(f"`device={device}` names one device; with `devices`/`num_nodes` above 1 use cpu or "
+                          "cuda (each process takes its own device)")
 
 
 _started: dict[tuple[str, int, int], Processes] = {}  # a second job in the same script joins the same processes
@@ -63,7 +63,7 @@ def start(devices: int = 1, num_nodes: int = 1, device: str | None = None) -> Pr
     if devices == 1 and num_nodes == 1:
         return Processes(0, 1, torch.device(device) if device else None)
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available here; use --device cpu")
+        raise ValueError("device 'cuda' requested but CUDA is not available here; use `device='cpu'`")
     accelerator = device or ("cuda" if torch.cuda.is_available() else "cpu")
     key = (accelerator, devices, num_nodes)
     if key not in _started:

@@ -19,7 +19,7 @@ class OutputExistsError(ValueError):
     """The output folder already holds results and the user did not ask to overwrite them."""
 
 
-def check_writable_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+def check_writable_dir(path: str | os.PathLike, option: str = "`out`") -> Path:
     """`path` may be created or written as a folder: not an existing file, and its nearest existing parent is
     a writable folder. Raises ValueError naming the path."""
     path = Path(path)
@@ -38,7 +38,7 @@ def check_writable_dir(path: str | os.PathLike, option: str = "--out") -> Path:
 
 
 def check_new_output(path: str | os.PathLike, overwrite: bool, what: str,
-                     markers: tuple[str, ...] | None = None, option: str = "--out") -> Path:
+                     markers: tuple[str, ...] | None = None, option: str = "`out`") -> Path:
     """Refuse `path` when it already holds results (any of `markers`, or any file when `markers` is None)."""
     path = check_writable_dir(path, option)
     if not path.is_dir() or overwrite:
@@ -49,7 +49,7 @@ def check_new_output(path: str | os.PathLike, overwrite: bool, what: str,
         found = [m for m in markers if (path / m).exists()]
     if found:
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
-        raise OutputExistsError(f"{path}: already holds {what} ({shown}); pass --overwrite to replace it, "
+        raise OutputExistsError(f"{path}: already holds {what} ({shown}); pass `overwrite=True` to replace it, "
                                 "or choose another folder")
     return path
 

@@ -45,7 +45,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out}: directory exists and is not empty (use --overwrite to replace it)")
+        raise ExportError(f"{out}: directory exists and is not empty (pass `overwrite=True` to replace it)")
     parent = out.resolve().parent
     existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
@@ -56,9 +56,9 @@ def check_size(config, height: int | None, width: int | None, dynamic: bool) -> 
     """The example input size: the given one (multiples of the patch size) or the model's own."""
     p = config.patch_size
     if dynamic and (height or width):
-        raise ExportError("give either --height/--width (a static file) or --dynamic, not both")
+        raise ExportError("give either `height`/`width` (a static file) or `dynamic=True`, not both")
     if (height is None) != (width is None):
-        raise ExportError("give both --height and --width")
+        raise ExportError("give both `height` and `width`")
     if height is None:
         height, width = config.image_hw
     for name, value in (("height", height), ("width", width)):
@@ -165,7 +165,7 @@ def _quantize_in_place(folder: Path, config, external_data: bool) -> None:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        raise ExportError("--dtype int8 quantizes with onnxruntime: pip install 'eomt[onnx]'") from None
+        raise ExportError("`dtype='int8'` quantizes with onnxruntime: pip install 'eomt[onnx]'") from None
     source = folder / ONNX_FILE
     float_dir = folder / "float32"
     float_dir.mkdir()

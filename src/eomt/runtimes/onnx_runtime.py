@@ -80,7 +80,8 @@ class OnnxRuntimeModel:
         p = self.config.patch_size
         if not self.info.get("dynamic") and (height > self.info["height"] or width > self.info["width"]):
             raise ValueError(f"input size {height}x{width}: this ONNX file was exported for at most "
-                             f"{self.info['height']}x{self.info['width']} (export with --dynamic for any size)")
+                             f"{self.info['height']}x{self.info['width']} (an export with dynamic shapes, "
+                             "`eomt export --dynamic`, takes any size)")
         if height % p or width % p:
             raise ValueError(f"input size {height}x{width} is not a multiple of the patch size {p}")
 

@@ -18,17 +18,17 @@ def prepare_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) ->
     which removes that run's files (so that no old best.ckpt or final/ outlives it)."""
     out = check_writable_dir(out, "train.out")
     if resume and overwrite:
-        raise TrainingError("--resume and --overwrite exclude each other")
+        raise TrainingError("`resume` and `overwrite` exclude each other")
     last = out / "last.ckpt"
     if resume:
         if not last.is_file():
-            raise TrainingError(f"{last}: no checkpoint to resume from (drop --resume to start afresh)")
+            raise TrainingError(f"{last}: no checkpoint to resume from (drop `resume` to start afresh)")
         check_resumable(last)
         return out
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found and not overwrite:
-        raise TrainingError(f"{out}: already holds a run ({', '.join(found)}); pass --resume to continue it, "
-                            "--overwrite to start afresh, or choose another train.out")
+        raise TrainingError(f"{out}: already holds a run ({', '.join(found)}); pass `resume=True` to continue "
+                            "it, `overwrite=True` to start afresh, or choose another train.out")
     for name in found:
         path = out / name
         if path.is_dir() and not path.is_symlink():
@@ -54,4 +54,4 @@ def check_resumable(path: Path) -> None:
     missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise TrainingError(f"{path}: not an eomt training checkpoint (no {', '.join(missing)}); "
-                            "--resume needs the last.ckpt an earlier `eomt train` wrote")
+                            "`resume` needs the last.ckpt an earlier training run wrote")

@@ -125,7 +125,7 @@ class Trainer:
 
         d = self.recipe.data
         if not d.path:
-            raise TrainingError("no data path: pass --data PATH or set data.path in the recipe")
+            raise TrainingError("no data path: set data.path in the recipe")
         train = open_dataset(d.dataset, d.path, d.train_split)
         if len(train) == 0:
             raise TrainingError(f"{d.path}: the {d.train_split} split holds no images")
@@ -327,7 +327,7 @@ class Trainer:
         for logger in self.fabric.loggers:
             logger.finalize("interrupted")
         raise TrainingInterrupted(f"stopped by {stop.signal} after step {state['step']}; {path} holds that step, "
-                                  "continue with --resume")
+                                  "continue with `resume=True`")
 
     def _log(self, values: dict[str, float], step: int) -> None:
         self.fabric.log_dict(values, step=step)
