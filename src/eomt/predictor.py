@@ -303,7 +303,7 @@ class Segmenter:
         for height, width in sizes:
             need = estimate(task, height, width, tile)
             if need > limit:
-                where = "the --max-memory budget" if budget.explicit else "the memory available"
+                where = "the `max_memory` budget" if budget.explicit else "the memory available"
                 raise MemoryBudgetError(
                     f"a {width}x{height} image needs about {format_size(need)} for {task} results at full "
                     f"resolution, more than {where} ({format_size(limit)}); {fit_hint(task, height, width, limit)}")

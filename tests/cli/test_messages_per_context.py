@@ -161,7 +161,7 @@ def test_no_library_message_names_a_command_line_flag():
     which the command line turns into its flag) or a whole command (`eomt export --dynamic`)."""
     found = []
     for path in sorted(SRC.rglob("*.py")):
-        if "cli" in path.relative_to(SRC).parts[:1]:
+        if path.relative_to(SRC).parts[0] in ("cli", "serve"):  # serve/ is `eomt serve`'s own code
             continue
         for line, text in _message_strings(path):
             if any(str(path.relative_to(SRC)) == file and words in text for file, words in PENDING):

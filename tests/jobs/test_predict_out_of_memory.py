@@ -33,5 +33,5 @@ def test_an_image_too_large_for_memory_fails_alone_with_a_hint(tmp_path, monkeyp
     assert failure["image"].endswith("huge.png") and "\n" not in failure["reason"]
     # the hint is true for this image: 300x200 fits streamed, so no downscaling is suggested
     assert failure["reason"].startswith("out of memory on this 300x200 image") and "downscale" not in failure["reason"]
-    assert "--batch-size 1" in failure["reason"]
+    assert "`batch_size=1`" in failure["reason"]  # the Python argument: this is the library; the CLI says its flag
     assert (tmp_path / "out" / "small.png").is_file() and not (tmp_path / "out" / "huge.png").exists()

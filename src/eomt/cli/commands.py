@@ -117,7 +117,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except CheckpointError as exc:
         raise naming_model_flag(exc) from None
     if summary.rank == 0:
-        print("\n".join(summary.lines()), file=sys.stderr)
+        from .errors import to_command_line
+
+        print(to_command_line("\n".join(summary.lines()), getattr(args, "flags", {})), file=sys.stderr)
     return 1 if summary.failures else 0
 
 
@@ -420,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         OneLineParser(prog=f"eomt {args.command}").error(problem)
     sub = command_parser(parser, args.command)
-    return run_command(args.command, args.func, args, command_flags(sub) if sub is not None else None)
+    args.flags = command_flags(sub) if sub is not None else {}  # for lines the command prints itself
+    return run_command(args.command, args.func, args, args.flags)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 # options of `eomt predict` that apply to images only, with the value meaning "not given"
-_IMAGE_ONLY = {"batch_size": ("--batch-size", 1), "backend": ("--backend", "torch"), "compile": ("--compile", False),
+_IMAGE_ONLY = {"batch_size": ("--batch-size", 1), "backend": ("--backend", None), "compile": ("--compile", False),
                "tile": ("--tile", None), "tile_overlap": ("--tile-overlap", None), "devices": ("--devices", 1),
-               "num_nodes": ("--num-nodes", 1)}
+               "num_nodes": ("--num-nodes", 1), "max_memory": ("--max-memory", None)}
 
 
 def cmd_predict_video(args: argparse.Namespace) -> int:
@@ -18,6 +18,7 @@ def cmd_predict_video(args: argparse.Namespace) -> int:
     from ..video.job import predict_videos
     from ..video.sources import is_video_source
     from .checks import check_device
+    from .errors import naming_model_flag
 
     images = [s for s in args.sources if not is_video_source(s, args.video)]
     if images:
@@ -35,7 +36,7 @@ def cmd_predict_video(args: argparse.Namespace) -> int:
                                  dtype=args.dtype, threshold=args.threshold, skip_existing=args.skip_existing,
                                  overwrite=args.overwrite, progress=not args.quiet, frame_folders=args.video)
     except CheckpointError as exc:
-        raise CheckpointError(str(exc) if "--model" in str(exc) else f"{exc} (--model PATH)") from None
+        raise naming_model_flag(exc) from None
     for report in reports:
         print(report.line(), file=sys.stderr)
     return 1 if any(r.failed for r in reports) else 0

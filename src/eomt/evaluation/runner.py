@@ -97,7 +97,7 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
         from ..processing.memory import parse_size
 
         segmenter = copy.copy(segmenter)
-        segmenter.max_memory = parse_size(max_memory)
+        segmenter.max_memory = parse_size(max_memory, "max_memory")
     check_classes(segmenter, ds.info, str(model) if not isinstance(model, Segmenter) else "the model")
     if tiling:
         segmenter.check_tiling(task, tile, tile_overlap)  # the model's patch size, before anything is written

@@ -107,11 +107,11 @@ def inference_failure(exc: BaseException, image: Any, task: str | None = None, l
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
             marker in text.lower() for marker in ("out of memory", "can't allocate", "cannot allocate")):
         size = f"{image.width}x{image.height} " if hasattr(image, "width") else ""
-        hint = "try --batch-size 1 or a smaller --max-memory (smaller chunks of work)"
+        hint = "try `batch_size=1` or a smaller `max_memory` (smaller chunks of work)"
         if hasattr(image, "width") and task is not None and limit:
             fits = fit_hint(task, image.height, image.width, limit)
             if fits.startswith("downscale"):
-                hint = f"{fits} or use --batch-size 1"
+                hint = f"{fits} or use `batch_size=1`"
             else:  # its streamed results fit what is free now: the chunks or the batch were too large
                 hint = f"its streamed results fit the free memory, so {hint}"
         return f"out of memory on this {size}image: results are made at the image's full resolution; {hint}"
@@ -145,7 +145,7 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
         from ..processing.memory import parse_size
 
         try:
-            max_memory = parse_size(max_memory)
+            max_memory = parse_size(max_memory, "max_memory")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     check_devices(devices, num_nodes, device)

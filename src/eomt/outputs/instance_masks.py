@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 
 __all__ = ["InstanceMasks", "tight_crop"]
 
@@ -122,6 +121,8 @@ class InstanceMasks(Sequence):
         The full mask in column-major order is: `left * H` zeros, then for each crop column the rows above
         it (zeros), the column, the rows below (zeros), then zeros to the end; its runs are computed from
         the crop's columns padded to the image height only (w_i x H bytes at a time)."""
+        from pycocotools import mask as mask_utils  # only RLE output needs pycocotools
+
         out = []
         h, total = self.height, self.height * self.width
         for crop, (top, left) in zip(self.crops, self.offsets, strict=True):

@@ -34,7 +34,7 @@ class MemoryBudgetError(MemoryError):
     """An image cannot be post-processed within the memory budget; the message holds a hint that fits it."""
 
 
-def parse_size(text: str | int, what: str = "--max-memory") -> int:
+def parse_size(text: str | int, what: str = "max_memory") -> int:
     """Bytes of "2GB", "512MiB", "1.5G", "800M" or a plain number; ValueError naming `what` otherwise."""
     if isinstance(text, bool):
         raise ValueError(f"{what}: expected a size such as 2GB or 512MiB, got {text!r}")
