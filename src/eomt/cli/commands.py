@@ -144,17 +144,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except DatasetError as exc:  # the function's keyword is this command's flag
             raise DatasetError(str(exc).replace("label_ids=True", "--label-ids")) from None
         if args.out:
+            from ..evaluation.runner import check_eval_out
             from ..outputs.atomic import write_json_atomic
+            from ..outputs.lock import is_eomt_output, output_lock
 
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            write_json_atomic(Path(args.out) / "metrics.json", strict_json(result))
+            out = Path(args.out)
+            ours = out.is_dir() and is_eomt_output(out)
+            with output_lock(out, "eomt eval"):
+                check_eval_out(out, [], ours, args.overwrite)
+                write_json_atomic(out / "metrics.json", strict_json(result))
     else:
         try:
             result = evaluate(args.model, args.data, args.dataset, task=args.task, split=args.split,
                               batch_size=args.batch_size, device=args.device, dtype=args.dtype, out=args.out,
                               limit=args.limit, progress=not args.quiet, backend=args.backend, compile=args.compile,
                               devices=args.devices, num_nodes=args.num_nodes, tile=args.tile,
-                              tile_overlap=args.tile_overlap, max_memory=args.max_memory)
+                              tile_overlap=args.tile_overlap, max_memory=args.max_memory,
+                              overwrite=args.overwrite)
         except CheckpointError as exc:
             raise naming_model_flag(exc) from None
     if _is_main_process():
@@ -178,10 +184,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise TrainingError("no data path: pass --data PATH or set data.path in the recipe")
     if not Path(recipe.data.path).exists():
         raise TrainingError(f"{recipe.data.path}: dataset path does not exist (--data / data.path)")
-    prepare_run_folder(recipe.train.out, resume=args.resume, overwrite=args.overwrite)
+    from ..outputs.folders import check_writable_dir
+    from ..outputs.lock import main_process_by_environment, output_lock
     from ..training.trainer import Trainer, scored_on
 
-    summary = Trainer(recipe, progress=not args.quiet).fit(resume=args.resume)
+    check_writable_dir(recipe.train.out, "train.out")  # before the lock creates it
+
+    # one run per folder: a second `eomt train` into it (or its --overwrite) would remove this one's files
+    with output_lock(recipe.train.out, "eomt train", enabled=main_process_by_environment(), option="train.out"):
+        prepare_run_folder(recipe.train.out, resume=args.resume, overwrite=args.overwrite)
+        summary = Trainer(recipe, progress=not args.quiet).fit(resume=args.resume)
     if summary.get("nothing_to_do"):
         print(f"nothing to do: {Path(recipe.train.out) / 'last.ckpt'} is at step {summary['steps']} of "
               f"{summary['total']}, the run is complete ({summary['final']}); to train on, raise train.max_steps "
@@ -306,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "by a VidEoMT model frame by frame, ids tracked: OUT/<name>.json (instance: YouTube-VIS results;\n"
                     "panoptic: VIPSeg-style), per-frame files in OUT/<name>/, OUT/<name>_overlay.mp4.\n"
                     "OUT/summary.json counts done / skipped / failed images (with reasons) and images/s.\n"
+                    "OUT holds .eomt-lock while the job runs: a second job into OUT refuses. Folders are searched\n"
+                    "through symbolic links, leaving out eomt's own output folders; non-image files are counted.\n"
                     "Many GPUs or nodes: --devices N (and --num-nodes; torchrun and SLURM launches are picked up).")
     predict.add_argument("sources", metavar="SOURCE", nargs="+", help="image files, folders or glob patterns")
     predict.add_argument("--model", "-m",
@@ -366,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "the model's label ids 0..K-1, not dataset category ids (folders of `eomt predict` "
                                  "and `eomt eval --out` say which they hold)")
     evaluation.add_argument("--per-class", action="store_true", help="also print the per-class metric")
+    evaluation.add_argument("--overwrite", action="store_true",
+                            help="replace an earlier evaluation in --out (only files eomt wrote are replaced)")
     _add_process_options(evaluation)
     evaluation.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     evaluation.set_defaults(func=cmd_eval)

@@ -60,7 +60,7 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
              out: str | os.PathLike | None = None, limit: int | None = None, progress: bool = True,
              backend: str = "torch", compile: bool = False, devices: int = 1,
              num_nodes: int = 1, tile: int | None = None, tile_overlap: float | None = None,
-             max_memory: int | str | None = None) -> dict[str, Any]:
+             max_memory: int | str | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Segment every image of a dataset with `model` (a source or a Segmenter) and compute the task's metric.
 
     Instance segmentation uses the authors' top-100 mode (no threshold), which AP needs. With `devices` /
@@ -68,8 +68,48 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
     image, no image twice, and the metric states are merged with the metrics' `sync()`; every process
     returns the same result. `tile` / `tile_overlap` segment each image at native resolution in overlapping
     windows (`batch_size` windows per forward pass; see `Segmenter.predict`). `max_memory` bounds one image's
-    full-resolution post-processing (see `Segmenter.from_pretrained`).
+    full-resolution post-processing (see `Segmenter.from_pretrained`). `out` (metrics.json and the
+    prediction files) is locked while the job runs; an earlier evaluation there is replaced only with
+    `overwrite`, and only when eomt wrote it (see `check_eval_out`).
     """
+    settings = dict(task=task, split=split, batch_size=batch_size, device=device, dtype=dtype, limit=limit,
+                    progress=progress, backend=backend, compile=compile, devices=devices, num_nodes=num_nodes,
+                    tile=tile, tile_overlap=tile_overlap, max_memory=max_memory)
+    if out is None:
+        return _evaluate(model, data, dataset, out=None, **settings)
+    from ..outputs.lock import is_eomt_output, main_process_by_environment, output_lock
+
+    out = Path(out)
+    ours = out.is_dir() and is_eomt_output(out)  # before our own lock marks it
+    with output_lock(out, "eomt eval", enabled=main_process_by_environment()):
+        return _evaluate(model, data, dataset, out=out, existing=(ours, overwrite), **settings)
+
+
+def check_eval_out(out: Path, names: list[str], ours: bool, overwrite: bool) -> None:
+    """An earlier evaluation in `out` (metrics.json, or result files of these image `names`) is an error unless
+    `overwrite`; files eomt did not write (`ours` False: no record or lock in `out`) are never replaced."""
+    if not out.is_dir():
+        return
+    candidates = ["metrics.json"] + [f"{name}{suffix}" for name in names for suffix in (".png", ".json",
+                                                                                        "_overlay.jpg")]
+    for name in candidates:
+        path = out / name
+        if not path.exists():
+            continue
+        if not ours:
+            raise DatasetError(f"{path} already exists and eomt did not write it (no metrics.json or summary.json "
+                               f"of eomt in {out}): eomt never replaces it; move it or choose another --out")
+        if not overwrite:
+            raise DatasetError(f"{out} already holds an evaluation ({name}); pass --overwrite to replace it, or "
+                               "choose another --out")
+
+
+def _evaluate(model, data: str | os.PathLike, dataset: str, task: str | None, split: str, batch_size: int,
+              device: str | None, dtype: str | None, out: Path | None, limit: int | None, progress: bool,
+              backend: str, compile: bool, devices: int, num_nodes: int, tile: int | None,
+              tile_overlap: float | None, max_memory: int | str | None = None,
+              existing: tuple[bool, bool] = (False, False)) -> dict[str, Any]:
+    """`evaluate`, with `out` locked; `existing` = (eomt wrote `out`, overwrite)."""
     from ..jobs.layout import shard
     from ..jobs.processes import check_devices, start
     from ..outputs.atomic import write_json_atomic
@@ -89,6 +129,9 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
         check_tiling(tile, DEFAULT_OVERLAP if tile_overlap is None else tile_overlap)
     ds = open_dataset(dataset, data, split)
     task = task or ds.info.task
+    count = len(ds) if limit is None else min(limit, len(ds))
+    if out is not None:  # every process checks before any joins the job (`start`), so before any writes
+        check_eval_out(Path(out), [Path(ds.file_name(i)).stem for i in range(count)], *existing)
     processes = start(devices, num_nodes, device)
     segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
         model, device=processes.device, dtype=dtype, task=task, backend=backend, compile=compile,
@@ -105,7 +148,6 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
         segmenter = copy.copy(segmenter)
         segmenter.stuff_classes = sorted(ds.info.stuff_classes)
     metric = make_metric(task, ds.info)
-    count = len(ds) if limit is None else min(limit, len(ds))
     mine = shard(list(range(count)), processes.rank, processes.world_size)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:

@@ -7,17 +7,22 @@ before the first wildcard). `eomt predict photos/` writes `photos/a/x.jpg` to `O
 folder whose stems match (`x.jpg`, `x.png`) keep their extension in the name (`x_jpg`, `x_png`), so
 every input image gets its own files. The plan is sorted by output name, which makes it the same
 list in every process.
+
+Folders are searched recursively, through symbolic links (each real folder once); folders that eomt
+wrote (`eomt.outputs.lock.is_eomt_output`) and the job's own output folder are not searched, so results
+of an earlier run inside an input folder are never taken as inputs. Files without an image extension
+are counted (`Collected.non_images`), not read.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
-RESERVED_NAMES = {"summary"}  # OUT/summary.json is the job's own summary
+RESERVED_NAMES = {"summary", "metrics"}  # OUT/summary.json is the job's own summary, metrics.json eval's
 
 
 @dataclass(frozen=True)
@@ -34,15 +39,67 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def collect_images(sources: list[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
-    """Files, folders (searched recursively) and glob patterns -> (image, root of its source) pairs,
-    and (source, reason) for sources that yield nothing. The same file named twice is kept once."""
+@dataclass
+class Collected:
+    """What the sources hold: (image, root of its source) pairs, (source, reason) for sources that yield
+    nothing, how many files of the folders searched are not images, and the eomt output folders left out."""
+
+    images: list[tuple[Path, Path]]
+    problems: list[tuple[str, str]]
+    non_images: int = 0
+    output_folders: list[str] = field(default_factory=list)
+
+
+def _walk(root: Path, exclude: Path | None, collected: Collected) -> list[Path]:
+    """The image files under `root`, following symbolic links to folders (each real folder once), leaving out
+    eomt's output folders below `root` and `exclude`; non-image files (not hidden ones) are counted."""
+    from ..outputs.lock import is_eomt_output
+
+    files: list[Path] = []
+    seen: set[str] = set()
+    def unreadable(error: OSError) -> None:
+        collected.problems.append((str(error.filename), f"cannot read folder ({error.strerror or error})"))
+
+    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=unreadable):
+        real = os.path.realpath(folder)
+        here = Path(folder)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            subfolders.clear()
+            continue
+        seen.add(real)
+        keep = []
+        for name in sorted(subfolders):
+            sub = here / name
+            if exclude is not None and os.path.realpath(sub) == os.path.realpath(exclude):
+                continue
+            if is_eomt_output(sub):
+                collected.output_folders.append(str(sub))
+                continue
+            keep.append(name)
+        subfolders[:] = keep
+        for name in names:
+            path = here / name
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                if path.is_file():
+                    files.append(path)
+                elif path.is_symlink() and not path.exists():
+                    collected.problems.append((str(path), "broken symbolic link"))
+            elif not name.startswith(".") and path.is_file():
+                collected.non_images += 1
+    return sorted(files)
+
+
+def collect(sources: list[str], exclude: str | os.PathLike | None = None) -> Collected:
+    """Files, folders (searched recursively, see the module docstring) and glob patterns -> images. The same
+    file named twice is kept once; `exclude` (the job's output folder) is never searched."""
+    collected = Collected([], [])
     found: list[tuple[Path, Path]] = []
-    problems: list[tuple[str, str]] = []
+    problems = collected.problems
+    exclude = Path(exclude) if exclude is not None else None
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = _walk(path, exclude, collected)
             if not files:
                 problems.append((source, "folder holds no image files"))
             found.extend((f, path) for f in files)
@@ -56,13 +113,18 @@ def collect_images(sources: list[str]) -> tuple[list[tuple[Path, Path]], list[tu
         else:
             problems.append((source, "no such file or directory"))
     seen: set[Path] = set()
-    unique = []
     for path, root in found:
         key = path.resolve()
         if key not in seen:
             seen.add(key)
-            unique.append((path, root))
-    return unique, problems
+            collected.images.append((path, root))
+    return collected
+
+
+def collect_images(sources: list[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """`collect`'s images and problems: (image, root of its source) pairs, (source, reason) pairs."""
+    collected = collect(sources)
+    return collected.images, collected.problems
 
 
 def plan_outputs(images: list[tuple[Path, Path]]) -> list[PlannedImage]:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..config import ConfigError
-from .layout import PlannedImage, collect_images, plan_outputs, shard
+from .layout import PlannedImage, collect, plan_outputs, shard
 from .summary import PredictSummary, ProcessCounts
 
 SUMMARY_FILE = "summary.json"
@@ -59,16 +59,28 @@ def _validate(batch_size: int, num_workers: int, threshold: float, skip_existing
         raise ConfigError("`skip_existing` and `overwrite` contradict each other; pass one")
 
 
-def _refuse_existing(plan: list[PlannedImage], out: Path) -> None:
-    """Never replace a user's files silently: any result file of the plan already in `out` is an error."""
+def _check_existing(plan: list[PlannedImage], out: Path, skip_existing: bool, overwrite: bool, ours: bool) -> None:
+    """Never replace a user's files, never mix results with inputs: no result goes into a folder that holds an
+    input image (a later run would take it as one); files of the plan already in `out` are an error unless
+    `skip_existing` / `overwrite`, which apply only to a folder eomt wrote (`ours`)."""
     if not out.is_dir():
         return
     for item in plan:
+        folder = (out / item.name).parent
+        if os.path.realpath(folder) == os.path.realpath(item.path.parent):
+            raise ConfigError(f"`out` {out}: would put results beside the input image {item.path}, where a later "
+                              "run would take them as images; choose an `out` outside the input folders (e.g. a "
+                              "new folder)")
         for suffix in _ANY_RESULT:
             path = out / f"{item.name}{suffix}"
-            if path.exists():
+            if not path.exists():
+                continue
+            if not (skip_existing or overwrite):
                 raise ConfigError(f"{path} already exists: pass `skip_existing=True` to continue that run, or "
                                   "`overwrite=True` to replace its files")
+            if not ours:
+                raise ConfigError(f"{path} already exists and eomt did not write it (no summary.json or "
+                                  f".eomt-lock in {out}): eomt never replaces it; move it or choose another `out`")
 
 
 def _remove_stale_temporaries(items: list[PlannedImage], task: str, out: Path) -> None:
@@ -136,8 +148,8 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     full-resolution post-processing; an image that cannot fit it even streamed fails alone, with a size
     that would fit.
     """
-    from ..predictor import DEFAULT_MODEL, Segmenter
-    from .processes import check_devices, start
+    from ..predictor import Segmenter
+    from .processes import check_devices
 
     _validate(batch_size, num_workers, threshold, skip_existing, overwrite)
     tiling = _tiling(tile, tile_overlap)
@@ -155,14 +167,32 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"`out` {out} is a file, not a folder")
-    images, problems = collect_images(sources)
-    plan = plan_outputs(images)
-    if not (skip_existing or overwrite):
-        _refuse_existing(plan, out)
-    source_failures = [{"image": source, "reason": reason} for source, reason in problems]
+    from ..outputs.lock import is_eomt_output, main_process_by_environment, output_lock
+
+    ours = out.is_dir() and is_eomt_output(out)  # before our own lock marks it
+    # one job per output folder; the processes a job starts (or that torchrun starts) write under its lock
+    with output_lock(out, "eomt predict", enabled=main_process_by_environment()):
+        return _predict(sources, out, ours, model, task, devices, num_nodes, device, dtype, batch_size, num_workers,
+                        threshold, skip_existing, overwrite, progress, tiling, tile, tile_overlap, max_memory,
+                        segmenter_options)
+
+
+def _predict(sources: list[str], out: Path, ours: bool, model: Any, task: str | None, devices: int, num_nodes: int,
+             device: str | None, dtype: str | None, batch_size: int, num_workers: int, threshold: float,
+             skip_existing: bool, overwrite: bool, progress: bool, tiling: dict[str, Any], tile: int | None,
+             tile_overlap: float | None, max_memory: int | None, segmenter_options: dict[str, Any]) -> PredictSummary:
+    """`predict_folder` once its arguments are checked and the output folder is locked."""
+    from ..predictor import DEFAULT_MODEL, Segmenter
+    from .processes import start
+
+    collected = collect(sources, exclude=out)
+    plan = plan_outputs(collected.images)
+    _check_existing(plan, out, skip_existing, overwrite, ours)
+    source_failures = [{"image": source, "reason": reason} for source, reason in collected.problems]
+    left_out = {"non_images": collected.non_images, "output_folders": collected.output_folders}
     if not plan:
-        summary = PredictSummary.combine(task or "unknown", str(out), 0, [ProcessCounts(0)], source_failures)
-        return summary
+        return PredictSummary.combine(task or "unknown", str(out), 0, [ProcessCounts(0)], source_failures,
+                                      **left_out)
 
     processes = start(devices, num_nodes, device)
     segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
@@ -191,7 +221,7 @@ def predict_folder(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     _run(segmenter, task, todo, out, batch_size, num_workers, threshold, counts,
          progress=progress and processes.is_main, position=f"{processes.rank}/{processes.world_size}", tiling=tiling)
     everyone = processes.gather(counts)
-    summary = PredictSummary.combine(task, str(out), len(plan), everyone, source_failures)
+    summary = PredictSummary.combine(task, str(out), len(plan), everyone, source_failures, **left_out)
     summary.rank = processes.rank
     if processes.is_main:
         from ..outputs.atomic import write_json_atomic

@@ -40,14 +40,18 @@ class PredictSummary:
     failures: list[dict[str, str]]
     processes: list[ProcessCounts]
     rank: int = 0  # of the process holding this copy (every process gets the summary; process 0 prints it)
+    non_images: int = 0  # files of the folders searched that are not images (not read)
+    output_folders: list[str] = field(default_factory=list)  # eomt output folders inside the sources, not searched
 
     @classmethod
     def combine(cls, task: str, out: str, images: int, processes: list[ProcessCounts],
-                source_failures: list[dict[str, str]]) -> PredictSummary:
+                source_failures: list[dict[str, str]], non_images: int = 0,
+                output_folders: list[str] | None = None) -> PredictSummary:
         failures = list(source_failures) + sorted((f for p in processes for f in p.failures),
                                                   key=lambda f: f["image"])
         return cls(task, out, images, sum(p.done for p in processes), sum(p.skipped for p in processes),
-                   sum(p.files_written for p in processes), failures, processes)
+                   sum(p.files_written for p in processes), failures, processes, non_images=non_images,
+                   output_folders=list(output_folders or []))
 
     @property
     def failed(self) -> int:
@@ -65,6 +69,7 @@ class PredictSummary:
         return {"task": self.task, "out": self.out, "images": self.images, "done": self.done,
                 "skipped": self.skipped, "failed": self.failed, "files_written": self.files_written,
                 "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 3),
+                "non_image_files": self.non_images, "output_folders_left_out": self.output_folders,
                 "failures": self.failures,
                 "processes": [{**{k: v for k, v in asdict(p).items() if k != "failures"},
                                "seconds": round(p.seconds, 3), "images_per_second": round(p.images_per_second, 3),
@@ -72,8 +77,13 @@ class PredictSummary:
 
     def lines(self) -> list[str]:
         """The report printed at the end of `eomt predict`."""
+        left_out = [f"{self.non_images} non-image file(s)"] if self.non_images else []
+        if self.output_folders:
+            left_out.append(f"{len(self.output_folders)} eomt output folder(s) ({', '.join(self.output_folders[:2])}"
+                            f"{', ...' if len(self.output_folders) > 2 else ''})")
         lines = [f"segmented {self.done} image(s), skipped {self.skipped} already done, {self.failed} failed; "
-                 f"{self.files_written} file(s) written to {self.out}"]
+                 f"{self.files_written} file(s) written to {self.out}"
+                 + (f"; not read: {' and '.join(left_out)}" if left_out else "")]
         if len(self.processes) > 1:
             lines += [f"  process {p.rank}: {p.done} image(s) in {p.seconds:.1f} s, {p.images_per_second:.2f} images/s"
                       for p in self.processes]
