@@ -287,7 +287,7 @@ def _resized_argmax(scores: torch.Tensor, candidates: torch.Tensor, target: tupl
     for start in range(0, candidates.numel(), chunk):
         ids = candidates[start:start + chunk]
         resized = _resize(scores[ids][None], target)[0]
-        band = _bands(height, 12 * ids.numel() * width)
+        band = _bands(height, 4 * ids.numel() * width)
         for top in range(0, height, band):
             part = resized[:, top:top + band]
             local = _argmax0(part)
@@ -436,7 +436,7 @@ def _assign_pixels(logits: torch.Tensor, scores: torch.Tensor, size: dict[str, i
         ids = candidates[start:start + chunk]
         chunk_logits = _masks_at_target(logits[ids], size, target)
         weights = scores[ids][:, None, None]
-        band = _bands(height, 16 * ids.numel() * width)
+        band = _bands(height, 4 * ids.numel() * width)
         for top in range(0, height, band):
             probs = chunk_logits[:, top:top + band].sigmoid()
             weighted = weights * probs
