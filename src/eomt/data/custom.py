@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from eomt.data.archive import Tree
+from eomt.data.errors import yaml_problem
 from eomt.data.sample import (
     Dataset,
     DatasetError,
@@ -52,7 +53,7 @@ def _read_classes(tree: Tree, rel: str) -> dict:
         try:
             data = yaml.safe_load(tree.read_bytes(rel))
         except yaml.YAMLError as exc:
-            raise DatasetError(f"{location}: invalid YAML ({' '.join(str(exc).split())})") from None
+            raise DatasetError(f"{location}: invalid YAML ({yaml_problem(exc)})") from None
     require(data, ("names",), "the class file", location)
     names = data["names"]
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):

@@ -25,6 +25,7 @@ from ..outputs.atomic import atomic_path, write_json_atomic
 from .errors import TrainingError
 from .interrupt import StopFlag, TrainingInterrupted, stop_on_signals
 from .recipe import Recipe
+from .run_folder import check_same_network
 from .schedules import WarmupPoly, annealing_probabilities, annealing_windows, param_groups, set_learning_rates
 
 
@@ -198,7 +199,13 @@ class Trainer:
                                  "processor": self._processor(info).to_dict()}
         last = self.out / "last.ckpt"
         if resume and last.exists():
-            remainder = fabric.load(last, state)
+            check_same_network(last, model)
+            try:
+                remainder = fabric.load(last, state)
+            except (RuntimeError, ValueError, KeyError) as exc:  # e.g. an optimiser of other parameter groups
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise TrainingError(f"{last}: cannot resume with this recipe ({reason}); resume with the recipe "
+                                    "it was trained with, or start afresh (`overwrite=True`)") from None
             _set_rng_state(remainder["rng"])
         fabric.print(f"training {r.name}: {total} steps, {steps_per_epoch} per epoch, global batch "
                      f"{t.batch_size * fabric.world_size * t.accumulate}, annealing starts {starts} ends {ends}")
