@@ -29,7 +29,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from eomt.data.errors import DatasetError
+from eomt.data.errors import DatasetError, DatasetFileMissingError
 from eomt.processing.image_io import jpeg_fill_start, to_rgb_pil
 
 __all__ = ["Tree", "open_tree"]
@@ -413,7 +413,8 @@ class Tree:
                     return base, path
         folders = [b for b in tried_bases if b]
         where = f" (at the root and in the folders {', '.join(folders)})" if folders else ""
-        raise DatasetError(f"{self.root}: expected file missing: {what}; tried {', '.join(candidates)}{where}")
+        raise DatasetFileMissingError(f"{self.root}: expected file missing: {what}; tried {', '.join(candidates)}"
+                                      f"{where}")
 
     def _default_bases(self) -> Iterable[str]:
         yield ""

@@ -98,10 +98,16 @@ class CustomDataset(Dataset):
             raise DatasetError(f"{location}: missing field 'things' (required with the folder {instance_dir}/)")
 
         entries = []
+        by_stem: dict[str, str] = {}
         for path in tree.list(image_dir):
             if not path.lower().endswith(IMAGE_EXTENSIONS):
                 continue
             stem = str(PurePosixPath(path[len(image_dir) + 1:]).with_suffix(""))
+            if stem in by_stem:
+                raise DatasetError(f"{tree.location(path)}: {tree.location(by_stem[stem])} has the same name "
+                                   f"without its extension, so both would take the annotation "
+                                   f"{tree.location(f'{mask_dir}/{stem}.png')}; keep one of them")
+            by_stem[stem] = path
             if stem not in masks:
                 raise DatasetError(f"{tree.location(path)}: image without its annotation "
                                    f"{tree.location(f'{mask_dir}/{stem}.png')}")

@@ -11,6 +11,10 @@ class DatasetError(ValueError):
         super().__init__(str(message).replace("\r", " ").replace("\n", " "))
 
 
+class DatasetFileMissingError(DatasetError):
+    """A file or folder the layout needs is not there (e.g. a split the dataset does not have)."""
+
+
 def yaml_problem(exc: Exception) -> str:
     """PyYAML's error as one line that keeps where it is: `line 2, column 1: found character '\\t' that cannot start
     any token (while scanning for the next token)`, with a word on tabs, which YAML never takes as indentation."""

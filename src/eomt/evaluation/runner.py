@@ -86,6 +86,7 @@ def evaluate(model, data: str | os.PathLike, dataset: str, task: str | None = No
             raise ValueError("tile_overlap applies to tiled inference only: give tile=SIZE too")
         check_tiling(tile, DEFAULT_OVERLAP if tile_overlap is None else tile_overlap)
     ds = open_dataset(dataset, data, split)
+    _refuse_empty(ds, data, split)
     task = task or ds.info.task
     processes = start(devices, num_nodes, device)
     segmenter = model if isinstance(model, Segmenter) else Segmenter.from_pretrained(
@@ -227,6 +228,12 @@ def _read_png(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: not a readable PNG ({exc})") from None
 
 
+def _refuse_empty(ds, data: str | os.PathLike, split: str) -> None:
+    """A metric over no image is NaN, not a score: say so instead of printing a table of n/a."""
+    if len(ds) == 0:
+        raise DatasetError(f"{data}: the {split} split of {ds.info.name} holds no images; nothing to evaluate")
+
+
 def evaluate_predictions(predictions: str | os.PathLike, data: str | os.PathLike, dataset: str,
                          task: str | None = None, split: str = "val", label_ids: bool = False) -> dict[str, Any]:
     """Score prediction files (as `eomt predict` / `eomt eval --out` write them) against a dataset.
@@ -237,6 +244,7 @@ def evaluate_predictions(predictions: str | os.PathLike, data: str | os.PathLike
     if not directory.is_dir():
         raise DatasetError(f"{directory}: predictions directory does not exist")
     ds = open_dataset(dataset, data, split)
+    _refuse_empty(ds, data, split)
     task = task or ds.info.task
     metric = make_metric(task, ds.info)
     to_contiguous = _label_id_check(ds.info) if label_ids else ds.info.to_contiguous

@@ -132,14 +132,25 @@ class Trainer:
                               world_size=self.fabric.world_size)
         if loader.sampler.per_rank() < t.batch_size:
             raise TrainingError(f"{d.path}: {len(dataset)} training images are fewer than one batch per process")
+        val = self._validation()
+        if val is not None and len(val) == 0:  # the best checkpoint would be chosen on a metric of no image (NaN)
+            raise TrainingError(f"{d.path}: the {d.val_split} split (data.val_split) holds no images, so there is "
+                                "nothing to validate on or to choose the best checkpoint by; add validation images "
+                                "or set data.val_split to a split that has some")
         return train, dataset, loader.sampler, loader
 
     def _validation(self):
+        """The validation split, or None when the dataset has no such split (training then validates nothing);
+        a split that is there but cannot be read is an error, not a silent run without validation."""
+        from ..data.errors import DatasetFileMissingError
+
         d = self.recipe.data
         try:
             return open_dataset(d.dataset, d.path, d.val_split)
-        except ValueError:
+        except DatasetFileMissingError:
             return None
+        except ValueError as exc:
+            raise TrainingError(f"data.val_split {d.val_split!r}: {exc}") from None
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
@@ -171,8 +182,8 @@ class Trainer:
                 raise TrainingError("train.wandb=true needs the wandb package (pip install wandb)") from None
             self.wandb = wandb.init(project="eomt", name=r.name, config=r.to_dict(), dir=str(t.out))
         fabric.seed_everything(t.seed, verbose=False)
+        train_set, dataset, sampler, loader = self._data()  # a dataset refused leaves no run folder behind
         self.out.mkdir(parents=True, exist_ok=True)
-        train_set, dataset, sampler, loader = self._data()
         info = train_set.info
         model = build_model(r, info.num_classes, dict(enumerate(info.class_names)))
         self.model = model
@@ -333,7 +344,7 @@ class Trainer:
         score = result["metrics"][key]
         self._log({f"val/{key}": score}, state["step"])
         self.fabric.print(f"step {state['step']}: val {key} {score:.2f}")
-        if state["best"] is None or score > state["best"]["score"]:
+        if math.isfinite(score) and (state["best"] is None or score > state["best"]["score"]):
             state["best"] = {"score": score, "metric": key, "step": state["step"]}
             with atomic_path(self.out / "best.ckpt") as tmp:
                 torch.save({"model": model.state_dict(), "best": state["best"], "config": state["config"],
