@@ -115,6 +115,10 @@ def _areas_and_boxes(segment_map: Tensor, ids: list[int]) -> tuple[list[int], li
     return [int(a) for a in areas], [tuple(float(v) for v in b) for b in boxes]
 
 
+class NonFiniteOutputError(ValueError):
+    """The network produced NaN or inf: there is no result to write, only this error."""
+
+
 class Segmenter:
     """A model, its processor and the task, ready to segment images.
 
@@ -277,6 +281,7 @@ class Segmenter:
         logits, classes = out.masks_queries_logits, out.class_queries_logits
         options = dict(post_kwargs)
         size = options.pop("size", None) or processor.size
+        self._check_finite(classes, logits)
         if task == "semantic":
             scores = options.pop("return_segmentation_scores", False)
             maps = postprocess.semantic_segmentation(logits, classes, sizes, size,
@@ -347,8 +352,19 @@ class Segmenter:
             windows = plan.windows[start:start + batch_size]
             inputs = processor([pixels[:, w.top:w.bottom, w.left:w.right] for w in windows], device=self.device)
             out = self._forward(inputs.pixel_values.to(self.model.dtype))
+            self._check_finite(out.class_queries_logits, out.masks_queries_logits)
             merger.add(windows, out.masks_queries_logits.float(), out.class_queries_logits.float())
         return self._semantic(merger.result()) if task == "semantic" else self._segments(task, merger.result())
+
+    def _check_finite(self, class_logits: Tensor, mask_logits: Tensor) -> None:
+        """NaN or inf logits would post-process into an empty result that looks like "nothing found"."""
+        if bool(torch.isfinite(class_logits).all()) and bool(torch.isfinite(mask_logits).all()):
+            return
+        half = self.model.dtype in (torch.float16, torch.bfloat16)
+        raise NonFiniteOutputError(
+            "the model's outputs are not finite (NaN or inf in its class / mask logits)"
+            + (f"; in {str(self.model.dtype).removeprefix('torch.')} this can be an overflow: try float32" if half
+               else "; its weights may hold NaN or inf"))
 
     def _label(self, label_id: int) -> str:
         return self.id2label.get(label_id, str(label_id))

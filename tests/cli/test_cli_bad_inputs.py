@@ -205,6 +205,38 @@ def _segments_wrong_type(root):
     path.write_text(json.dumps(doc))
 
 
+def _panoptic_json(change):
+    def edit(root):
+        path = root / "annotations" / "panoptic_val2017.json"
+        doc = json.loads(path.read_text())
+        change(doc)
+        path.write_text(json.dumps(doc))
+    return edit
+
+
+def _second_image_id(doc):
+    doc["images"][1]["id"] = doc["images"][0]["id"]
+
+
+def _second_image_record(doc):
+    doc["images"].append({**doc["images"][0], "id": 999})
+    doc["annotations"].append({**doc["annotations"][0], "image_id": 999})
+
+
+def _second_annotation(doc):
+    doc["annotations"].append({**doc["annotations"][1], "image_id": doc["annotations"][0]["image_id"]})
+
+
+def _segment_id_twice(doc):
+    segments = doc["annotations"][0]["segments_info"]
+    other = next(c["id"] for c in doc["categories"] if c["id"] != segments[0]["category_id"])
+    segments.append({**segments[0], "category_id": other})
+
+
+def _no_val_images(doc):
+    doc["images"], doc["annotations"] = [], []
+
+
 def _gt_png_corrupt(root):
     first = sorted((root / "annotations" / "panoptic_val2017").glob("*.png"))[0]
     first.write_bytes(b"not a png at all")
@@ -346,6 +378,11 @@ CASES = [
      ["r.yaml", "must be a mapping"]),
     ("recipe-bad-yaml", ["train", "-r", "{d}/r.yaml", "--data", "{data}"], file_bytes("r.yaml", b"a: [\n"), 1,
      ["r.yaml", "cannot read recipe"]),
+    ("recipe-yaml-tab", ["train", "-r", "{d}/r.yaml", "--data", "{data}"],
+     file_bytes("r.yaml", b"name: x\ntrain:\n\tlr: 1\n"), 1,
+     ["r.yaml", "line 3, column 1", "found character '\\t'", "not tabs"]),
+    ("recipe-yaml-unclosed", ["train", "-r", "{d}/r.yaml", "--data", "{data}"], file_bytes("r.yaml", b"a: [1,\n"), 1,
+     ["r.yaml", "line 2, column 1", "expected the node content"]),
     ("recipe-unknown-preset", ["train", "-r", "no_such_preset", "--data", "{data}"], None, 1,
      ["no recipe file or preset named 'no_such_preset'"]),
     ("recipe-crop-zero", TRAIN + ["data.crop_size=0"], None, 1, ["data.crop_size", "got 0"]),
@@ -405,6 +442,26 @@ CASES = [
      dataset_then(_gt_png_corrupt), 1, ["000000000001.png"]),
     ("dataset-png-folder", ["eval", "-m", "{model}", "--data", "{d}/ds", "--dataset", "coco_panoptic", "-q"],
      dataset_then(_gt_png_is_a_folder), 1, ["000000000001.png"]),
+    ("dataset-image-id-twice", ["eval", "-m", "{model}", "--data", "{d}/ds", "--dataset", "coco_panoptic"],
+     dataset_then(_panoptic_json(_second_image_id)), 1,
+     ["panoptic_val2017.json", "images[1] (000000000002.png) has id 1,",
+      "which images[0] (000000000001.png) already has"]),
+    ("dataset-image-file-twice", ["eval", "-m", "{model}", "--data", "{d}/ds", "--dataset", "coco_panoptic"],
+     dataset_then(_panoptic_json(_second_image_record)), 1,
+     ["images[3] (id 999) has file_name '000000000001.png', as images[0] (id 1) does"]),
+    ("dataset-second-annotation", ["eval", "-m", "{model}", "--data", "{d}/ds", "--dataset", "coco_panoptic"],
+     dataset_then(_panoptic_json(_second_annotation)), 1,
+     ["panoptic_val2017.json", "annotations[3] (000000000002.png) is a second annotation of image 000000000001.png",
+      "after annotations[0] (000000000001.png)"]),
+    ("dataset-segment-id-twice", ["eval", "-m", "{model}", "--data", "{d}/ds", "--dataset", "coco_panoptic"],
+     dataset_then(_panoptic_json(_segment_id_twice)), 1,
+     ["annotations[0].segments_info of 000000000001.png lists segment id", "twice", "different fields (category_id"]),
+    ("dataset-no-val-images", ["eval", "-m", "{model}", "--data", "{d}/ds", "--dataset", "coco_panoptic"],
+     dataset_then(_panoptic_json(_no_val_images)), 1, ["{d}/ds", "val split of coco_panoptic holds no images"]),
+    ("train-no-val-images", ["train", "-r", "synthetic_tiny", "--data", "{d}/ds", "--out", "{d}/run", "-q",
+                             "train.batch_size=2"],
+     dataset_then(_panoptic_json(_no_val_images)), 1,
+     ["{d}/ds", "the val split (data.val_split) holds no images", "best checkpoint"]),
     ("dataset-zip-bomb", ["eval", "-m", "{model}", "--data", "{d}/coco.zip", "--dataset", "coco_panoptic"],
      zip_bomb, 1, ["coco.zip/annotations/panoptic_val2017.json", "zip bomb"]),
     ("eval-model-classes-differ", ["eval", "-m", "{d}/m", "--data", "{data}", "--dataset", "coco_panoptic"],

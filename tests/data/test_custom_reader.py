@@ -118,3 +118,14 @@ def test_custom_errors(tmp_path):
     (tmp_path / "instances").mkdir()
     with pytest.raises(DatasetError, match=r"classes\.json: missing field 'things' \(required with the folder"):
         open_dataset("custom", tmp_path)
+
+
+def test_custom_yaml_error_keeps_line_and_column(tmp_path):
+    content = files()
+    del content["classes.json"]
+    content["classes.yaml"] = b"names:\n\t- background\n"
+    write(tmp_path / "tabbed", content)
+    with pytest.raises(DatasetError) as info:
+        open_dataset("custom", tmp_path / "tabbed")
+    message = str(info.value)
+    assert "classes.yaml" in message and "line 2, column 1" in message and "not tabs" in message, message

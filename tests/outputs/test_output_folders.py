@@ -124,3 +124,32 @@ def test_check_new_output_and_staged_directory(tmp_path):
         (staging / "b").write_text("new")
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "full"]
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_while_staging_removes_the_staging_folder(tmp_path, signame):
+    """SIGTERM's default would end the process with `.<out>.new-*` left behind: it is cleaned up, then the
+    process stops with the shell's code for that signal; an earlier folder at the target is left as it was."""
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("the earlier result")
+    code = f"""
+import os, signal
+from eomt.outputs.folders import staged_directory
+from eomt.outputs.interrupts import Interrupted
+try:
+    with staged_directory({str(tmp_path / 'out')!r}) as staging:
+        (staging / "new.txt").write_text("half")
+        os.kill(os.getpid(), signal.{signame})
+        import time; time.sleep(5)
+except Interrupted as exc:
+    raise SystemExit(exc.exit_code)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert run.returncode == 128 + getattr(signal, signame), run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.txt"]

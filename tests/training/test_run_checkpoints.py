@@ -89,3 +89,21 @@ def test_sigterm_checkpoints_the_current_step_and_resume_redoes_none(data, tmp_p
     b = load_file(tmp_path / "preempted" / "final" / "model.safetensors")
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=0, msg=key)
+
+
+@pytest.mark.parametrize("change, words", [
+    (["model.config.num_queries=7"], ["num_queries 6 (checkpoint) vs 7 (recipe)"]),
+    (["model.config.hidden_size=64", "model.config.num_hidden_layers=4"],
+     ["hidden_size 48 (checkpoint) vs 64 (recipe)", "num_hidden_layers 3 (checkpoint) vs 4 (recipe)"]),
+])
+def test_resume_with_a_recipe_of_another_network_names_the_fields(run, data, change, words, capsys):
+    """Not torch's size-mismatch report ("unexpected RuntimeError" in one huge line): which field differs."""
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*"))
+    capsys.readouterr()
+    assert main(["train", "-r", "synthetic_tiny", "--data", str(data), "--out", str(run), "-q", "--resume",
+                 "train.max_steps=8", "train.eval_every=1000", "train.checkpoint_every=1000", *SMALL, *change]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and len(lines[0]) < 400, lines
+    assert lines[0].startswith(f"eomt train: error: {run / 'last.ckpt'}: holds another network than the recipe")
+    assert all(word in lines[0] for word in words) and "--overwrite" in lines[0], lines[0]
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*")) == before

@@ -135,9 +135,10 @@ def run_command(command: str, func, args, flags: dict[str, tuple[str, bool]] | N
     arguments it names written as the command's `flags` (see `command_flags`)."""
     try:
         return func(args)
-    except KeyboardInterrupt:
-        print(f"eomt {command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a signal caught where temporaries had to be removed
+        name = getattr(exc, "signal", "SIGINT")
+        print(f"eomt {command}: interrupted" + ("" if name == "SIGINT" else f" ({name})"), file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except Exception as exc:  # noqa: BLE001 - the whole point: nothing escapes as a traceback
         if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
             raise

@@ -29,8 +29,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from eomt.data.errors import DatasetError
-from eomt.processing.image_io import to_rgb_pil
+from eomt.data.errors import DatasetError, DatasetFileMissingError
+from eomt.processing.image_io import jpeg_fill_start, to_rgb_pil
 
 __all__ = ["Tree", "open_tree"]
 
@@ -371,6 +371,10 @@ class Tree:
             raise DatasetError(f"{self.location(relpath)}: not an image, or a format Pillow cannot read") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise DatasetError(f"{self.location(relpath)}: truncated or corrupt image ({exc})") from None
+        fill = jpeg_fill_start(image)
+        if fill is not None:
+            raise DatasetError(f"{self.location(relpath)}: JPEG data ends early (truncated or corrupt file): rows "
+                               f"{fill}-{image.height - 1} of {image.height} are the decoder's flat grey fill")
         return to_rgb_pil(image) if mode == "RGB" else (image if mode is None else image.convert(mode))
 
     def location(self, relpath: str) -> str:
@@ -409,7 +413,8 @@ class Tree:
                     return base, path
         folders = [b for b in tried_bases if b]
         where = f" (at the root and in the folders {', '.join(folders)})" if folders else ""
-        raise DatasetError(f"{self.root}: expected file missing: {what}; tried {', '.join(candidates)}{where}")
+        raise DatasetFileMissingError(f"{self.root}: expected file missing: {what}; tried {', '.join(candidates)}"
+                                      f"{where}")
 
     def _default_bases(self) -> Iterable[str]:
         yield ""

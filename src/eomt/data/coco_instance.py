@@ -20,7 +20,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from eomt.data.archive import Tree
-from eomt.data.coco_panoptic import categories_info, category_range, coco_split, find_dir
+from eomt.data.coco_panoptic import categories_info, category_range, coco_split, find_dir, unique_images
 from eomt.data.sample import Dataset, DatasetError, Entry, Sample, check_same_size, require
 
 
@@ -60,10 +60,7 @@ class CocoInstance(Dataset):
         info = categories_info(data, loc, "coco_instance", "instance")
         known = set(info.category_ids)
 
-        images: dict[int, dict] = {}
-        for k, image in enumerate(data["images"]):
-            require(image, ("id", "file_name", "height", "width"), f"images[{k}]", loc)
-            images[image["id"]] = image
+        images = unique_images(data["images"], loc, ("id", "file_name", "height", "width"))
         per_image: dict[int, list[dict]] = defaultdict(list)
         for k, ann in enumerate(data["annotations"]):
             require(ann, ("image_id", "category_id", "segmentation"), f"annotations[{k}]", loc)

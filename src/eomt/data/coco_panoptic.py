@@ -60,6 +60,62 @@ def category_range(info: DatasetInfo) -> str:
     return f"the {info.num_classes} category ids {min(info.category_ids)}..{max(info.category_ids)}"
 
 
+def unique_images(records: object, location: str, fields: Sequence[str] = ("id", "file_name")) -> dict:
+    """The `images` list of a COCO json as id -> record; two records sharing an `id` or a `file_name` are an
+    error naming both (a dict would silently keep one of them)."""
+    if not isinstance(records, list):
+        raise DatasetError(f"{location}: 'images' must be a list, got {type(records).__name__}")
+    images: dict[int | str, dict] = {}
+    by_id: dict[int | str, int] = {}
+    by_file: dict[str, int] = {}
+    for k, image in enumerate(records):
+        require(image, fields, f"images[{k}]", location)
+        image_id, file_name = image["id"], str(image["file_name"])
+        if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+            raise DatasetError(f"{location}: images[{k}] ({file_name}) has id {image_id!r}: a number or a string")
+        if image_id in by_id:
+            first = by_id[image_id]
+            raise DatasetError(f"{location}: images[{k}] ({file_name}) has id {image_id!r}, which images[{first}] "
+                               f"({records[first]['file_name']}) already has; every image needs its own 'id'")
+        if file_name in by_file:
+            first = by_file[file_name]
+            raise DatasetError(f"{location}: images[{k}] (id {image_id!r}) has file_name {file_name!r}, as "
+                               f"images[{first}] (id {records[first]['id']!r}) does: two records of one image file")
+        by_id[image_id], by_file[file_name] = k, k
+        images[image_id] = image
+    return images
+
+
+def unique_segments(ann: dict, where: str, image: str, location: str) -> list[dict]:
+    """An annotation's `segments_info`, each segment id once.
+
+    panopticapi keys segments by id, so a repeated id counts once, with the last entry's fields: a repeat
+    whose category_id and iscrowd equal the first's is dropped the same way; one that differs is an error
+    (which of the two is meant cannot be known).
+    """
+    segments = ann["segments_info"]
+    if not isinstance(segments, list):
+        raise DatasetError(f"{location}: {where}.segments_info of {image} must be a list, got "
+                           f"{type(segments).__name__}")
+    kept: dict[int, tuple[int, dict]] = {}
+    for j, segment in enumerate(segments):
+        require(segment, ("id", "category_id"), f"{where}.segments_info[{j}]", location)
+        try:
+            segment_id, _ = int(segment["id"]), int(segment["category_id"])
+        except (TypeError, ValueError):
+            raise DatasetError(f"{location}: {where}.segments_info[{j}] of {image}: id {segment['id']!r} and "
+                               f"category_id {segment['category_id']!r} must be whole numbers") from None
+        if segment_id in kept:
+            first, earlier = kept[segment_id]
+            fields = [(name, earlier.get(name, 0), segment.get(name, 0)) for name in ("category_id", "iscrowd")]
+            differ = [f"{name} {a!r} vs {b!r}" for name, a, b in fields if int(a) != int(b)]
+            if differ:
+                raise DatasetError(f"{location}: {where}.segments_info of {image} lists segment id {segment_id} "
+                                   f"twice, at [{first}] and [{j}], with different fields ({', '.join(differ)})")
+        kept[segment_id] = (kept[segment_id][0] if segment_id in kept else j, segment)  # first place, last entry
+    return [segment for _, segment in sorted(kept.values(), key=lambda item: item[0])]
+
+
 class PanopticJsonDataset(Dataset):
     """Images + a COCO panoptic json + a folder of segment-id PNGs."""
 
@@ -71,23 +127,27 @@ class PanopticJsonDataset(Dataset):
         require(data, ("images", "annotations", "categories"), "the top level", loc)
         info = categories_info(data, loc, name, "panoptic")
 
-        images: dict[int | str, dict] = {}
-        for k, image in enumerate(data["images"]):
-            require(image, ("id", "file_name"), f"images[{k}]", loc)
-            images[image["id"]] = image
+        images = unique_images(data["images"], loc)
         known = set(info.category_ids)
         annotations: dict[int | str, dict] = {}
+        position: dict[int | str, int] = {}
         for k, ann in enumerate(data["annotations"]):
             require(ann, ("image_id", "file_name", "segments_info"), f"annotations[{k}]", loc)
             if ann["image_id"] not in images:
                 raise DatasetError(f"{loc}: annotations[{k}] ({ann['file_name']}) refers to image id "
                                    f"{ann['image_id']}, which is not in 'images'")
-            for j, segment in enumerate(ann["segments_info"]):
-                require(segment, ("id", "category_id"), f"annotations[{k}].segments_info[{j}]", loc)
+            if ann["image_id"] in annotations:
+                raise DatasetError(f"{loc}: annotations[{k}] ({ann['file_name']}) is a second annotation of image "
+                                   f"{images[ann['image_id']]['file_name']} (image_id {ann['image_id']!r}), after "
+                                   f"annotations[{position[ann['image_id']]}] "
+                                   f"({annotations[ann['image_id']]['file_name']}); an image takes one")
+            segments = unique_segments(ann, f"annotations[{k}]", images[ann["image_id"]]["file_name"], loc)
+            for segment in segments:
                 if int(segment["category_id"]) not in known:
                     raise DatasetError(f"{loc}: segment {segment['id']} of {ann['file_name']} has category_id "
                                        f"{segment['category_id']}, not one of {category_range(info)}")
-            annotations[ann["image_id"]] = ann
+            annotations[ann["image_id"]] = {**ann, "segments_info": segments}
+            position[ann["image_id"]] = k
         for image_id, image in images.items():
             if image_id not in annotations:
                 raise DatasetError(f"{loc}: image {image['file_name']} (id {image_id}) has no annotation "

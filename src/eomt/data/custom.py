@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from eomt.data.archive import Tree
+from eomt.data.errors import yaml_problem
 from eomt.data.sample import (
     Dataset,
     DatasetError,
@@ -52,7 +53,7 @@ def _read_classes(tree: Tree, rel: str) -> dict:
         try:
             data = yaml.safe_load(tree.read_bytes(rel))
         except yaml.YAMLError as exc:
-            raise DatasetError(f"{location}: invalid YAML ({' '.join(str(exc).split())})") from None
+            raise DatasetError(f"{location}: invalid YAML ({yaml_problem(exc)})") from None
     require(data, ("names",), "the class file", location)
     names = data["names"]
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -97,10 +98,16 @@ class CustomDataset(Dataset):
             raise DatasetError(f"{location}: missing field 'things' (required with the folder {instance_dir}/)")
 
         entries = []
+        by_stem: dict[str, str] = {}
         for path in tree.list(image_dir):
             if not path.lower().endswith(IMAGE_EXTENSIONS):
                 continue
             stem = str(PurePosixPath(path[len(image_dir) + 1:]).with_suffix(""))
+            if stem in by_stem:
+                raise DatasetError(f"{tree.location(path)}: {tree.location(by_stem[stem])} has the same name "
+                                   f"without its extension, so both would take the annotation "
+                                   f"{tree.location(f'{mask_dir}/{stem}.png')}; keep one of them")
+            by_stem[stem] = path
             if stem not in masks:
                 raise DatasetError(f"{tree.location(path)}: image without its annotation "
                                    f"{tree.location(f'{mask_dir}/{stem}.png')}")

@@ -120,6 +120,12 @@ class Dataset:
     """Base of the readers: indexing, cheap per-image look-ups and name matching."""
 
     def __init__(self, tree: Tree, info: DatasetInfo, entries: list[Entry]):
+        first: dict[str, Entry] = {}
+        for entry in entries:  # results, metrics and prediction files are keyed by image id
+            other = first.setdefault(str(entry.image_id), entry)
+            if other is not entry:
+                raise DatasetError(f"{tree.location(entry.image_rel)}: has image id {entry.image_id!r}, as "
+                                   f"{tree.location(other.image_rel)} does; every image needs its own id")
         self.tree = tree
         self.info = info
         self.entries = entries

@@ -128,6 +128,7 @@ def _evaluate(model, data: str | os.PathLike, dataset: str, task: str | None, sp
             raise ValueError("tile_overlap applies to tiled inference only: give tile=SIZE too")
         check_tiling(tile, DEFAULT_OVERLAP if tile_overlap is None else tile_overlap)
     ds = open_dataset(dataset, data, split)
+    _refuse_empty(ds, data, split)
     task = task or ds.info.task
     count = len(ds) if limit is None else min(limit, len(ds))
     if out is not None:  # every process checks before any joins the job (`start`), so before any writes
@@ -362,6 +363,12 @@ def _converter(info, directory: Path, label_ids: bool | None) -> _Ids:
     return _Ids(info, kind, str(path))
 
 
+def _refuse_empty(ds, data: str | os.PathLike, split: str) -> None:
+    """A metric over no image is NaN, not a score: say so instead of printing a table of n/a."""
+    if len(ds) == 0:
+        raise DatasetError(f"{data}: the {split} split of {ds.info.name} holds no images; nothing to evaluate")
+
+
 def evaluate_predictions(predictions: str | os.PathLike, data: str | os.PathLike, dataset: str,
                          task: str | None = None, split: str = "val", label_ids: bool | None = None) -> dict[str, Any]:
     """Score prediction files (as `eomt predict` / `eomt eval --out` write them) against a dataset.
@@ -375,6 +382,7 @@ def evaluate_predictions(predictions: str | os.PathLike, data: str | os.PathLike
     if not directory.is_dir():
         raise DatasetError(f"{directory}: predictions directory does not exist")
     ds = open_dataset(dataset, data, split)
+    _refuse_empty(ds, data, split)
     task = task or ds.info.task
     metric = make_metric(task, ds.info)
     to_contiguous = _converter(ds.info, directory, label_ids)

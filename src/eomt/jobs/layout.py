@@ -129,6 +129,8 @@ def collect_images(sources: list[str]) -> tuple[list[tuple[Path, Path]], list[tu
 
 def plan_outputs(images: list[tuple[Path, Path]]) -> list[PlannedImage]:
     """Give every image its own output name (see the module docstring); sorted by that name."""
+    from ..outputs.result_files import fit_name  # a name too long for the file system is shortened
+
     if not images:
         return []
     common = os.path.commonpath([os.path.abspath(root) for _, root in images])
@@ -148,10 +150,10 @@ def plan_outputs(images: list[tuple[Path, Path]]) -> list[PlannedImage]:
     taken: set[str] = set()
     planned = []
     for path in sorted(names, key=lambda p: (names[p], str(p))):
-        name, n = names[path], 1
+        name, n = fit_name(names[path]), 1
         while name.casefold() in taken or name.casefold() in RESERVED_NAMES:  # x.jpg + x.JPG, or x_jpg.png
             n += 1
-            name = f"{names[path]}_{n}"
+            name = fit_name(f"{names[path]}_{n}")
         taken.add(name.casefold())
         planned.append(PlannedImage(path, name))
     return sorted(planned, key=lambda p: p.name)

@@ -85,20 +85,21 @@ def _check_existing(plan: list[PlannedImage], out: Path, skip_existing: bool, ov
 
 def _remove_stale_temporaries(items: list[PlannedImage], task: str, out: Path) -> None:
     """Temporary files a killed run left behind (`.<file>.<random>.tmp`, see eomt.outputs.atomic) for these images."""
+    from ..outputs.atomic import prefix_of_temporary, temporary_prefix
     from ..outputs.result_files import result_files
 
     expected: dict[Path, set[str]] = {}
     for item in items:
         for name in result_files(task, item.name):
             path = out / name
-            expected.setdefault(path.parent, set()).add(path.name)
+            expected.setdefault(path.parent, set()).add(temporary_prefix(path.name))
     for folder, names in expected.items():
         try:
             entries = os.listdir(folder)
         except OSError:
             continue
         for entry in entries:
-            if entry.startswith(".") and entry.endswith(".tmp") and entry[1:].rsplit(".", 2)[0] in names:
+            if prefix_of_temporary(entry) in names:
                 (folder / entry).unlink(missing_ok=True)
 
 
@@ -326,5 +327,5 @@ def _finish(writing: tuple[PlannedImage, Future] | None, counts: ProcessCounts) 
     try:
         counts.files_written += len(future.result())
         counts.done += 1
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: e.g. a name or value the encoders cannot take
         counts.fail(item.path, f"cannot write results ({exc})")

@@ -29,7 +29,9 @@ from PIL import Image
 
 __all__ = [
     "atomic_path",
+    "prefix_of_temporary",
     "label_map_to_image",
+    "temporary_prefix",
     "write_bytes_atomic",
     "write_jpeg_atomic",
     "write_json_atomic",
@@ -46,12 +48,34 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+_TEMP_DECORATION = len(b"..") + 8 + len(b".tmp")  # "." name "." + mkstemp's 8 random characters + ".tmp"
+
+
+def temporary_prefix(name: str) -> str:
+    """The prefix of the hidden temporary file for a file called `name`: `.<name>.`, with `name` cut (at a
+    character) so that the temporary name fits NAME_MAX even when `name` itself just fits."""
+    raw = os.fsencode(name)
+    room = NAME_MAX - _TEMP_DECORATION
+    if len(raw) > room:
+        name = os.fsdecode(raw[:room])  # a character cut in two stays valid bytes (PEP 383 escapes)
+    return f".{name}."
+
+
+def prefix_of_temporary(entry: str) -> str | None:
+    """The `temporary_prefix` a directory entry made by `atomic_path` starts with, or None for other entries:
+    compare it with `temporary_prefix(name)` to find a killed run's leftovers for the file `name`."""
+    if entry.startswith(".") and entry.endswith(".tmp") and len(entry) > _TEMP_DECORATION:
+        return entry[: -(8 + len(".tmp"))]
+    return None
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on clean exit it replaces ``path``, on error it is removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=temporary_prefix(target.name), suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -95,7 +119,9 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = No
     separators = (",", ":") if indent is None else None
 
     def writer(f: IO[bytes]) -> None:
-        text = io.TextIOWrapper(f, encoding="utf-8", newline="\n", write_through=True)
+        # a file name that is not valid UTF-8 reaches Python with surrogates (PEP 383); they are written as JSON
+        # escapes ("\udce9"), which json.load turns back into the same name
+        text = io.TextIOWrapper(f, encoding="utf-8", errors="backslashreplace", newline="\n", write_through=True)
         try:
             json.dump(obj, text, indent=indent, separators=separators, default=_json_default, ensure_ascii=False)
             text.write("\n")

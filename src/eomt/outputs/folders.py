@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .interrupts import cleanup_on_signals
+
 
 class OutputExistsError(ValueError):
     """The output folder already holds results and the user did not ask to overwrite them."""
@@ -57,12 +59,13 @@ def check_new_output(path: str | os.PathLike, overwrite: bool, what: str,
 @contextmanager
 def staged_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty hidden folder next to `path`; on success it replaces `path` (whose old contents are
-    removed), on any error or interruption it is deleted and `path` is left as it was."""
+    removed), on any error or interruption (SIGINT, SIGTERM) it is deleted and `path` is left as it was."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
-    try:
+    with cleanup_on_signals(lambda: shutil.rmtree(staging, ignore_errors=True)) as signals:
         yield staging
+        signals.check()  # interrupted: do not swap in what may be incomplete
         os.chmod(staging, 0o777 & ~_umask())
         if target.exists():
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
@@ -71,9 +74,6 @@ def staged_directory(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _umask() -> int:

@@ -2,7 +2,8 @@
 
 Per image `<stem>`: semantic -> `<stem>.png` (class-id label map); panoptic -> `<stem>.png` (COCO panoptic
 RGB ids) + `<stem>.json` (segments_info); instance -> `<stem>.json` (COCO results with RLE masks);
-every task -> `<stem>_overlay.jpg`. The job itself (many images, processes, resuming) is `eomt.jobs`.
+every task -> `<stem>_overlay.jpg`. A stem too long for the file system gets a shorter name (`fit_name`). The
+job itself (many images, processes, resuming) is `eomt.jobs`.
 
 Which ids the JSON files hold is recorded under `CATEGORY_IDS`: in each panoptic JSON and in the folder's
 own record (`summary.json` of `eomt predict`, `metrics.json` of `eomt eval --out`), so that scoring the
@@ -11,6 +12,7 @@ folder later needs no flag. Instance JSON files are COCO result lists and carry 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PIL import Image
@@ -23,6 +25,25 @@ DATASET_IDS = "dataset_ids"  # the dataset's category ids, the COCO convention (
 def id_kind(label_to_category: dict[int, int] | None) -> str:
     """The record of the ids `write_result` writes with this mapping."""
     return LABEL_IDS if label_to_category is None else DATASET_IDS
+
+
+LONGEST_SUFFIX = "_overlay.jpg"
+
+
+def fit_name(name: str, name_max: int = 255) -> str:
+    """`name` (`a/IMG_1`) with a last part short enough that its longest result file, `<last>_overlay.jpg`, fits
+    a file system's limit of `name_max` bytes: a longer last part is cut (in bytes) and tagged `~<hash>` of the
+    whole part, so that two long names sharing a beginning still get their own files, the same in every run."""
+    import hashlib
+
+    folder, _, last = name.rpartition("/")
+    raw = os.fsencode(last)
+    room = name_max - len(LONGEST_SUFFIX)
+    if len(raw) <= room:
+        return name
+    tag = "~" + hashlib.sha1(raw).hexdigest()[:8]
+    last = os.fsdecode(raw[: room - len(tag)]) + tag
+    return f"{folder}/{last}" if folder else last
 
 
 def result_files(task: str, name: str) -> list[str]:

@@ -34,7 +34,14 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as opened:
             opened.load()
+            fill = jpeg_fill_start(opened)
+            if fill is not None:
+                raise ImageError(f"{path}: JPEG data ends early (truncated or corrupt file): rows {fill}-"
+                                 f"{opened.height - 1} of {opened.height} are the decoder's flat grey fill; "
+                                 "get the file again (or save it as PNG if that grey band is real)")
             image = ImageOps.exif_transpose(opened)
+    except ImageError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: image too large to decode safely ({exc.args[0].split('(')[0].strip()})") from None
     except UnidentifiedImageError:
@@ -43,6 +50,30 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageError(f"{path}: truncated or corrupt image ({exc})") from None
     check_size(image.height, image.width, str(path))
     return to_rgb_pil(image)
+
+
+def jpeg_fill_start(image: Image.Image) -> int | None:
+    """The first row of the fill a baseline JPEG decoder leaves where the data ends early, or None.
+
+    libjpeg does not fail on a file cut short and closed with an end marker: it warns (Pillow drops the
+    warning) and leaves every block it could not read at zero, which decodes to exactly 128 in every channel.
+    A file is taken as cut when its last row of MCUs (8 x the vertical sampling factor) is that grey and the
+    grey does not fill the whole picture; the fill is then followed up, a row of MCUs at a time.
+    """
+    if image.format != "JPEG" or image.mode not in ("L", "RGB") or image.info.get("progressive") \
+            or image.info.get("progression"):
+        return None  # a progressive file cut short is blurred, not grey
+    layers = getattr(image, "layer", None) or [(None, 1, 1, 0)]
+    mcu = 8 * max(int(layer[2]) for layer in layers)
+    height = image.height
+    if height <= mcu:
+        return None
+    top = (height - 1) // mcu * mcu
+    if not (np.asarray(image.crop((0, top, image.width, height))) == 128).all():
+        return None
+    while top >= mcu and (np.asarray(image.crop((0, top - mcu, image.width, top))) == 128).all():
+        top -= mcu
+    return top if top > 0 else None
 
 
 def check_size(height: int, width: int, name: str) -> None:

@@ -16,7 +16,8 @@ def resized_size(height: int, width: int, shortest_edge: int, longest_edge: int 
     With only `shortest_edge`, the short side becomes `shortest_edge` (semantic, sliding window).
     With both, the short side becomes `shortest_edge` unless that makes the long side exceed
     `longest_edge`, in which case the long side becomes `longest_edge` (padded inference uses
-    shortest = longest = S, i.e. "long side = S").
+    shortest = longest = S, i.e. "long side = S"). The short side is never below 1 pixel (transformers' rule
+    makes it 0 for an aspect ratio beyond 2 x longest_edge, and resizing to 0 rows fails).
     """
     if longest_edge is None:
         short, long = min(height, width), max(height, width)
@@ -26,7 +27,7 @@ def resized_size(height: int, width: int, shortest_edge: int, longest_edge: int 
     short, long = float(min(height, width)), float(max(height, width))
     if long / short * size > longest_edge:
         raw = longest_edge * short / long
-        size = int(round(raw))
+        size = max(1, int(round(raw)))  # an extreme aspect ratio (10000x9 into 640) keeps one row, not zero
     if (height <= width and height == size) or (width <= height and width == size):
         return height, width
     scale_from = raw if raw is not None else size

@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..outputs.interrupts import cleanup_on_signals
+
 ONNX_FILE = "model.onnx"
 EXPORT_INFO_FILE = "export.json"
 DTYPES = ("float32", "float16", "bfloat16", "int8")  # int8: see runtimes/quantize.py
@@ -132,7 +134,7 @@ def export_onnx(model, processor, out: str | os.PathLike, height: int | None = N
                        3: p * torch.export.Dim("width_patches", min=1, max=MAX_SIDE_IN_PATCHES)})
     out.resolve().parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.resolve().parent))
-    try:
+    with cleanup_on_signals(lambda: shutil.rmtree(tmp, ignore_errors=True)) as signals:
         import warnings
 
         with warnings.catch_warnings():
@@ -152,10 +154,8 @@ def export_onnx(model, processor, out: str | os.PathLike, height: int | None = N
                 "opset": program.model.opset_imports.get("", None), "torch": torch.__version__}
         (tmp / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         os.chmod(tmp, 0o777 & ~_umask())
+        signals.check()  # a Ctrl-C that torch's exporter caught and reported as its own error, or SIGTERM
         _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -96,7 +96,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError, RecursionError) as exc:
+    except yaml.YAMLError as exc:
+        from ..data.errors import yaml_problem
+
+        raise RecipeError(f"{path}: cannot read recipe ({yaml_problem(exc)})") from None
+    except (OSError, RecursionError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RecipeError(f"{path}: cannot read recipe ({reason})") from None
     if not isinstance(data, dict):

@@ -55,3 +55,34 @@ def check_resumable(path: Path) -> None:
     if missing:
         raise TrainingError(f"{path}: not an eomt training checkpoint (no {', '.join(missing)}); "
                             "`resume` needs the last.ckpt an earlier training run wrote")
+
+
+def check_same_network(path: Path, model) -> None:
+    """Resuming builds the network from the recipe: refuse, naming the config fields that differ (checkpoint vs
+    recipe), a `last.ckpt` whose tensors do not fit it, before torch's size-mismatch report. Memory-mapped."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    saved = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        raise TrainingError(f"{path}: not an eomt training checkpoint (no model weights)")
+    ours = model.state_dict()
+    wrong = sorted({k for k in ours if k not in saved or tuple(saved[k].shape) != tuple(ours[k].shape)}
+                   | {k for k in saved if k not in ours})
+    if not wrong:
+        return
+    recorded = state.get("config") if isinstance(state.get("config"), dict) else {}
+    current = model.config.to_dict()
+    fields = [f"{key} {recorded[key]!r} (checkpoint) vs {current[key]!r} (recipe)" for key in sorted(current)
+              if key in recorded and recorded[key] != current[key] and key not in ("id2label", "label2id")]
+    if len(recorded.get("id2label", {})) != len(current.get("id2label", {})):
+        fields.append(f"{len(recorded.get('id2label', {}))} classes (checkpoint) vs "
+                      f"{len(current['id2label'])} (recipe and data)")
+    if not fields:
+        key = wrong[0]
+        theirs = tuple(saved[key].shape) if key in saved else "absent"
+        mine = tuple(ours[key].shape) if key in ours else "absent"
+        fields = [f"tensor {key} {theirs} (checkpoint) vs {mine} (recipe)"]
+    raise TrainingError(f"{path}: holds another network than the recipe builds: {'; '.join(fields[:6])}"
+                        + (f" and {len(fields) - 6} more" if len(fields) > 6 else "")
+                        + "; resume with the recipe it was trained with, or start afresh (`overwrite=True`)")

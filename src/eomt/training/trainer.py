@@ -25,6 +25,7 @@ from ..outputs.atomic import atomic_path, write_json_atomic
 from .errors import TrainingError
 from .interrupt import StopFlag, TrainingInterrupted, stop_on_signals
 from .recipe import Recipe
+from .run_folder import check_same_network
 from .schedules import WarmupPoly, annealing_probabilities, annealing_windows, param_groups, set_learning_rates
 
 
@@ -139,14 +140,25 @@ class Trainer:
                               world_size=self.fabric.world_size)
         if loader.sampler.per_rank() < t.batch_size:
             raise TrainingError(f"{d.path}: {len(dataset)} training images are fewer than one batch per process")
+        val = self._validation()
+        if val is not None and len(val) == 0:  # the best checkpoint would be chosen on a metric of no image (NaN)
+            raise TrainingError(f"{d.path}: the {d.val_split} split (data.val_split) holds no images, so there is "
+                                "nothing to validate on or to choose the best checkpoint by; add validation images "
+                                "or set data.val_split to a split that has some")
         return train, dataset, loader.sampler, loader
 
     def _validation(self):
+        """The validation split, or None when the dataset has no such split (training then validates nothing);
+        a split that is there but cannot be read is an error, not a silent run without validation."""
+        from ..data.errors import DatasetFileMissingError
+
         d = self.recipe.data
         try:
             return open_dataset(d.dataset, d.path, d.val_split)
-        except ValueError:
+        except DatasetFileMissingError:
             return None
+        except ValueError as exc:
+            raise TrainingError(f"data.val_split {d.val_split!r}: {exc}") from None
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
@@ -180,8 +192,8 @@ class Trainer:
             except ImportError:
                 raise TrainingError("train.wandb=true needs the wandb package (pip install wandb)") from None
         fabric.seed_everything(t.seed, verbose=False)
+        train_set, dataset, sampler, loader = self._data()  # a dataset refused leaves no run folder behind
         self.out.mkdir(parents=True, exist_ok=True)
-        train_set, dataset, sampler, loader = self._data()
         info = train_set.info
         model = build_model(r, info.num_classes, dict(enumerate(info.class_names)))
         self.model = model
@@ -211,7 +223,13 @@ class Trainer:
                                  "processor": self._processor(info).to_dict()}
         final = self.out / "final"
         if resuming:
-            remainder = fabric.load(last, state)
+            check_same_network(last, model)
+            try:
+                remainder = fabric.load(last, state)
+            except (RuntimeError, ValueError, KeyError) as exc:  # e.g. an optimiser of other parameter groups
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise TrainingError(f"{last}: cannot resume with this recipe ({reason}); resume with the recipe "
+                                    "it was trained with, or start afresh (`overwrite=True`)") from None
             _set_rng_state(remainder["rng"])
             if state["step"] >= total:  # a finished run: nothing to train, nothing to rewrite
                 exported = _is_exported(final)
@@ -355,7 +373,7 @@ class Trainer:
         scored = {"images": result["num_images"], "of": len(val)}  # train.eval_limit may leave some out
         self._log({f"val/{key}": score, "val/images": scored["images"]}, state["step"])
         self.fabric.print(f"step {state['step']}: val {key} {score:.2f} {scored_on(scored)}")
-        if state["best"] is None or score > state["best"]["score"]:
+        if math.isfinite(score) and (state["best"] is None or score > state["best"]["score"]):
             state["best"] = {"score": score, "metric": key, "step": state["step"], **scored}
             with atomic_path(self.out / "best.ckpt") as tmp:
                 torch.save({"model": model.state_dict(), "best": state["best"], "config": state["config"],
