@@ -142,6 +142,29 @@ def load(url: str, images: list[bytes], clients: int, requests: int, duration: f
     return time.perf_counter() - start, latencies, failed[0]
 
 
+def memory_phase(server: Server, folder: Path, requests: int, threshold: float) -> list[tuple[int, float]]:
+    """(requests served so far, resident MB) before and after each quarter of `requests` small-image requests."""
+    if requests < 1:
+        return []
+    import io
+
+    from PIL import Image
+
+    small = []
+    for path in sorted(folder.glob("*.jpg")):
+        buffer = io.BytesIO()
+        Image.open(path).resize((160, 120)).save(buffer, format="JPEG", quality=90)
+        small.append(buffer.getvalue())
+    points = [(0, server.rss_mb())]
+    for _ in range(4):
+        count = requests // 4
+        failed = load(server.url, small, 8, count, 1e9, threshold)[2]
+        if failed:
+            raise SystemExit(f"{failed} requests failed in the memory phase")
+        points.append((points[-1][0] + count, server.rss_mb()))
+    return points
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
@@ -175,6 +198,9 @@ def main() -> None:
     parser.add_argument("--model", help="a model directory (default: a generated small EoMT)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--memory-requests", type=int, default=0,
+                        help="then this many more requests (160x120 images, 8 clients) to the batching server, its "
+                             "resident memory printed every quarter (default: 0, skipped)")
     args = parser.parse_args()
     if args.requests < 1 or args.duration <= 0 or args.runs < 1 or args.images < 1:
         parser.error("--requests, --duration, --runs and --images must be positive")
@@ -207,6 +233,7 @@ def main() -> None:
                 rss_first = {name: server.rss_mb() for name, server in servers.items()}
                 served_first = dict(served)
         rss_last = {name: server.rss_mb() for name, server in servers.items()}
+        memory = memory_phase(servers["on"], folder, args.memory_requests, args.threshold)
         for server in servers.values():
             server.stop()
     same = sum(answers["on"][k] == answers["off"][k] for k in answers["on"] if k in answers["off"])
@@ -230,6 +257,9 @@ def main() -> None:
     for name in servers:
         print(f"server with batching {name}: resident memory {rss_first[name]:.0f} MB after round 1, "
               f"{rss_last[name]:.0f} MB after {served[name] - served_first[name]} more requests")
+    if memory:
+        print("memory phase, batching on, 8 clients, 160x120 JPEGs: resident MB after " +
+              ", ".join(f"{n} requests {mb:.0f}" for n, mb in memory))
     print(f"segments per image: median {statistics.median(SEGMENTS):.0f}, range {min(SEGMENTS)}..{max(SEGMENTS)}")
     print(f"answers byte-identical with batching on and off: {same} of {compared} images")
 
