@@ -225,6 +225,8 @@ def main() -> None:
                     wall, latencies, failed = load(server.url, images, clients, args.requests, args.duration,
                                                    args.threshold, answers[name])
                     cells.setdefault((name, clients), []).append((wall, latencies, failed))
+                    print(f"round {run + 1}, {clients} clients, batching {name}: {len(latencies) / wall:.2f} images/s",
+                          file=sys.stderr, flush=True)
                     served[name] += len(latencies) + failed
             for batch in predicted:
                 predicted[batch].append(predict_rate(folder, model, tmp / f"out{batch}", args.device, batch,
