@@ -1,7 +1,8 @@
 """Load on `eomt serve` over loopback: throughput and p50/p95/p99 latency at 1, 8 and 32 concurrent clients,
 batching on (`--max-batch-size 8`) and off (`--max-batch-size 1`), next to `eomt predict` on the same images.
 
-    python benchmarks/serve_load.py [--requests 64] [--duration 60] [--runs 3] [--model DIR] [--device cpu]
+    python benchmarks/serve_load.py [--requests 32] [--duration 60] [--runs 2] [--images 16] [--size 320x240]
+                                    [--model DIR] [--device cpu] [--memory-requests N]
 
 Two real servers (`python -m eomt serve MODEL --port 0`, 127.0.0.1 only) run side by side, only one under load at
 a time; every round measures every (clients, batching) cell, interleaved, then `eomt predict -b 8` and `-b 1` on
@@ -12,8 +13,9 @@ servers' resident memory after the first round and at the end (with the number o
 whether the answers with batching on and off were byte-identical.
 
 Without `--model`, a randomly initialised small EoMT is written (hidden 192, 6 blocks, 100 queries, 320x320
-input, 20 classes, panoptic; its class head sharpened so that some queries pass the threshold as a trained
-model's do); the images are 640x480 JPEGs cut from the two example photos.
+input, 20 classes, panoptic: with random weights no segment survives post-processing, which is therefore light,
+so the forward pass, decoding and HTTP are what is measured; the segments per image are printed); the images are
+JPEGs cut from the two example photos, 320x240 unless `--size` says otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,11 +53,6 @@ def make_model(directory: Path) -> Path:
                         image_size=320, num_labels=20, intermediate_size=768)
     model = EomtForUniversalSegmentation(config).eval()
     model.attn_mask_probs.zero_()
-    with torch.no_grad():  # confident classes, so that post-processing has segments to build
-        model.class_predictor.weight.mul_(40.0)
-        model.class_predictor.bias.mul_(40.0)
-        model.class_predictor.bias[-1] = -100.0  # no query is "no object"
-        model.mask_head.fc3.weight.mul_(8.0)
     model.save_pretrained(directory)
     EomtImageProcessor(size={"shortest_edge": 320, "longest_edge": 320}, do_pad=True,
                        task="panoptic").save_pretrained(directory)
@@ -93,8 +91,9 @@ class Server:
         return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(60)
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(120)
 
 
 def load(url: str, images: list[bytes], clients: int, requests: int, duration: float, threshold: float,
@@ -142,23 +141,14 @@ def load(url: str, images: list[bytes], clients: int, requests: int, duration: f
     return time.perf_counter() - start, latencies, failed[0]
 
 
-def memory_phase(server: Server, folder: Path, requests: int, threshold: float) -> list[tuple[int, float]]:
-    """(requests served so far, resident MB) before and after each quarter of `requests` small-image requests."""
+def memory_phase(server: Server, images: list[bytes], requests: int, threshold: float) -> list[tuple[int, float]]:
+    """(requests served so far, resident MB) before and after each quarter of `requests` more requests."""
     if requests < 1:
         return []
-    import io
-
-    from PIL import Image
-
-    small = []
-    for path in sorted(folder.glob("*.jpg")):
-        buffer = io.BytesIO()
-        Image.open(path).resize((160, 120)).save(buffer, format="JPEG", quality=90)
-        small.append(buffer.getvalue())
     points = [(0, server.rss_mb())]
     for _ in range(4):
         count = requests // 4
-        failed = load(server.url, small, 8, count, 1e9, threshold)[2]
+        failed = load(server.url, images, 8, count, 1e9, threshold)[2]
         if failed:
             raise SystemExit(f"{failed} requests failed in the memory phase")
         points.append((points[-1][0] + count, server.rss_mb()))
@@ -191,79 +181,101 @@ def cpu_model() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=64, help="requests per cell (default: 64)")
+    parser.add_argument("--requests", type=int, default=32, help="requests per cell (default: 32)")
     parser.add_argument("--duration", type=float, default=60.0, help="at most this many seconds per cell")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--images", type=int, default=32, help="distinct images (default: 32)")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--images", type=int, default=16, help="distinct images (default: 16)")
+    parser.add_argument("--size", default="320x240", help="image size WxH (default: 320x240)")
     parser.add_argument("--model", help="a model directory (default: a generated small EoMT)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--memory-requests", type=int, default=0,
-                        help="then this many more requests (160x120 images, 8 clients) to the batching server, its "
-                             "resident memory printed every quarter (default: 0, skipped)")
+                        help="then this many more requests (8 clients) to the batching server, its resident memory "
+                             "printed every quarter (default: 0, skipped)")
     args = parser.parse_args()
     if args.requests < 1 or args.duration <= 0 or args.runs < 1 or args.images < 1:
         parser.error("--requests, --duration, --runs and --images must be positive")
+    if not re.fullmatch(r"\d+x\d+", args.size):
+        parser.error(f"--size {args.size}: expected WxH, e.g. 320x240")
     import torch
+    from PIL import Image
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the servers are stopped too
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = Path(args.model) if args.model else make_model(tmp / "model")
         folder = make_images(tmp / "images", args.images)
-        images = [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]
+        width, height = (int(v) for v in args.size.split("x"))
+        for path in folder.glob("*.jpg"):
+            Image.open(path).resize((width, height)).save(path, quality=90)
         servers = {name: Server(model, args.device, extra) for name, extra in BATCHING.items()}
-        for server in servers.values():
-            server.wait_ready()
-        cells: dict[tuple[str, int], list[tuple[float, list[float], int]]] = {}
-        predicted: dict[int, list[float]] = {8: [], 1: []}
-        answers: dict[str, dict[int, bytes]] = {name: {} for name in servers}
-        served = {name: 0 for name in servers}
-        rss_first: dict[str, float] = {}
-        for run in range(args.runs):
-            for clients in CLIENTS:
-                for name, server in servers.items():
-                    wall, latencies, failed = load(server.url, images, clients, args.requests, args.duration,
-                                                   args.threshold, answers[name])
-                    cells.setdefault((name, clients), []).append((wall, latencies, failed))
-                    print(f"round {run + 1}, {clients} clients, batching {name}: {len(latencies) / wall:.2f} images/s",
-                          file=sys.stderr, flush=True)
-                    served[name] += len(latencies) + failed
-            for batch in predicted:
-                predicted[batch].append(predict_rate(folder, model, tmp / f"out{batch}", args.device, batch,
-                                                     args.threshold))
-            if run == 0:
-                rss_first = {name: server.rss_mb() for name, server in servers.items()}
-                served_first = dict(served)
-        rss_last = {name: server.rss_mb() for name, server in servers.items()}
-        memory = memory_phase(servers["on"], folder, args.memory_requests, args.threshold)
-        for server in servers.values():
-            server.stop()
+        try:
+            for server in servers.values():
+                server.wait_ready()
+            results = measure(args, servers, folder, model, tmp)
+        finally:
+            for server in servers.values():
+                server.stop()
+    report(args, results, torch.__version__)
+
+
+def measure(args: argparse.Namespace, servers: dict[str, Server], folder: Path, model: Path, tmp: Path) -> dict:
+    """Every round: each (clients, batching) cell, then `eomt predict -b 8` and `-b 1`."""
+    images = [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]
+    cells: dict[tuple[str, int], list[tuple[float, list[float], int]]] = {}
+    predicted: dict[int, list[float]] = {8: [], 1: []}
+    answers: dict[str, dict[int, bytes]] = {name: {} for name in servers}
+    served = {name: 0 for name in servers}
+    rss_first: dict[str, float] = {}
+    served_first: dict[str, int] = {}
+    for run in range(args.runs):
+        for clients in CLIENTS:
+            for name, server in servers.items():
+                wall, latencies, failed = load(server.url, images, clients, args.requests, args.duration,
+                                               args.threshold, answers[name])
+                cells.setdefault((name, clients), []).append((wall, latencies, failed))
+                served[name] += len(latencies) + failed
+                print(f"round {run + 1}, {clients} clients, batching {name}: {len(latencies) / wall:.2f} images/s",
+                      file=sys.stderr, flush=True)
+        for batch in predicted:
+            predicted[batch].append(predict_rate(folder, model, tmp / f"out{batch}", args.device, batch,
+                                                 args.threshold))
+        if run == 0:
+            rss_first = {name: server.rss_mb() for name, server in servers.items()}
+            served_first = dict(served)
+    rss_last = {name: server.rss_mb() for name, server in servers.items()}
+    memory = memory_phase(servers["on"], images, args.memory_requests, args.threshold)
     same = sum(answers["on"][k] == answers["off"][k] for k in answers["on"] if k in answers["off"])
-    compared = len(set(answers["on"]) & set(answers["off"]))
-    print(f"eomt serve, loopback, {len(images)} distinct 640x480 JPEGs, format=json, threshold {args.threshold}, "
+    return dict(cells=cells, predicted=predicted, rss_first=rss_first, rss_last=rss_last,
+                served={n: served[n] - served_first[n] for n in served}, memory=memory, same=same,
+                compared=len(set(answers["on"]) & set(answers["off"])), images=len(images))
+
+
+def report(args: argparse.Namespace, r: dict, torch_version: str) -> None:
+    print(f"eomt serve, loopback, {r['images']} distinct {args.size} JPEGs, format=json, threshold {args.threshold}, "
           f"{args.device} ({cpu_model()}, {os.cpu_count()} cores, clients on the same machine), torch "
-          f"{torch.__version__}; {args.requests} requests per cell (at most {args.duration:g} s), medians of "
+          f"{torch_version}; {args.requests} requests per cell (at most {args.duration:g} s), medians of "
           f"{args.runs} interleaved rounds; load average at the end {os.getloadavg()[0]:.1f}")
     print("| clients | batching | images/s | p50 ms | p95 ms | p99 ms | failed |")
     print("|---|---|---|---|---|---|---|")
     for clients in CLIENTS:
-        for name in servers:
-            runs = cells[name, clients]
+        for name in BATCHING:
+            runs = r["cells"][name, clients]
             rate = statistics.median(len(lat) / wall for wall, lat, _ in runs)
             p = {q: statistics.median(percentile(lat, q) * 1000 for _, lat, _ in runs if lat) for q in (50, 95, 99)}
             label = "on (max 8, 10 ms)" if name == "on" else "off (max 1)"
             print(f"| {clients} | {label} | {rate:.2f} | {p[50]:.0f} | {p[95]:.0f} | {p[99]:.0f} | "
                   f"{sum(f for _, _, f in runs)} |")
-    for batch, rates in predicted.items():
-        print(f"| eomt predict -b {batch} | (files, no HTTP) | {statistics.median(rates):.2f} | | | | |")
-    for name in servers:
-        print(f"server with batching {name}: resident memory {rss_first[name]:.0f} MB after round 1, "
-              f"{rss_last[name]:.0f} MB after {served[name] - served_first[name]} more requests")
-    if memory:
-        print("memory phase, batching on, 8 clients, 160x120 JPEGs: resident MB after " +
-              ", ".join(f"{n} requests {mb:.0f}" for n, mb in memory))
+    for batch, rates in r["predicted"].items():
+        print(f"| `eomt predict -b {batch}` | (files, no HTTP) | {statistics.median(rates):.2f} | | | | |")
+    for name in BATCHING:
+        print(f"server with batching {name}: resident memory {r['rss_first'][name]:.0f} MB after round 1, "
+              f"{r['rss_last'][name]:.0f} MB after {r['served'][name]} more requests")
+    if r["memory"]:
+        print("memory phase, batching on, 8 clients: resident MB after " +
+              ", ".join(f"{n} requests {mb:.0f}" for n, mb in r["memory"]))
     print(f"segments per image: median {statistics.median(SEGMENTS):.0f}, range {min(SEGMENTS)}..{max(SEGMENTS)}")
-    print(f"answers byte-identical with batching on and off: {same} of {compared} images")
+    print(f"answers byte-identical with batching on and off: {r['same']} of {r['compared']} images")
 
 
 if __name__ == "__main__":
