@@ -104,7 +104,7 @@ class ServerProcess:
         return self.process.returncode
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(named_model):
     """The service most tests talk to: two workers, batches of up to 8, small limits for the bad-input tests."""
     process = ServerProcess([str(named_model), "--workers", "2", "--max-batch-size", "8", "--batch-timeout", "0.05",

@@ -260,6 +260,25 @@ def test_a_full_queue_answers_503_with_retry_after(guarded, images):
         assert "eomt_rejected_total" in client.get(f"{guarded.url}/metrics", headers=key).text
 
 
+def test_a_request_whose_client_left_gives_its_place_back(guarded, images):
+    """The batch a request waits in takes a second to fill; its client gives up after 0.3 s. Its place in the
+    queue (of 2) is free again at once: two more requests are both admitted, not one refused with 503."""
+    key = {"Authorization": "Bearer s3cret"}
+    with httpx.Client(timeout=0.3) as impatient, pytest.raises(httpx.ReadTimeout):
+        post_image(impatient, guarded.url, images["coffee.png"], headers=key)
+    time.sleep(0.1)
+
+    def send(_: int) -> httpx.Response:
+        with httpx.Client(timeout=60) as client:
+            return post_image(client, guarded.url, images["coffee.png"], headers=key)
+
+    with ThreadPoolExecutor(2) as pool:
+        assert [a.status_code for a in pool.map(send, range(2))] == [200, 200]
+    metrics = httpx.get(f"{guarded.url}/metrics", headers=key).text
+    assert metric(metrics, "eomt_abandoned_total") == 1
+    assert metric(metrics, "eomt_requests_in_flight") == 0
+
+
 def test_sigterm_finishes_the_requests_in_flight_and_exits_0(guarded, images):
     key = {"Authorization": "Bearer s3cret"}
     answers: list[httpx.Response] = []

@@ -62,7 +62,9 @@ def test_the_demo_page_segments_an_uploaded_image(server, browser, images, tmp_p
         const a = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
         const b = plain.getImageData(0, 0, canvas.width, canvas.height).data;
         let changed = 0;
-        for (let i = 0; i < a.length; i += 4) if (a[i] !== b[i] || a[i + 1] !== b[i + 1] || a[i + 2] !== b[i + 2]) changed++;
+        for (let i = 0; i < a.length; i += 4) {
+            if (a[i] !== b[i] || a[i + 1] !== b[i + 1] || a[i + 2] !== b[i + 2]) changed++;
+        }
         return changed / (a.length / 4);
     }""")
     covered = sum(s["area"] for s in expected["segments"]) / (expected["width"] * expected["height"])

@@ -64,14 +64,14 @@ def add_serve_parser(sub: argparse._SubParsersAction, default_model: str, dtype_
     serve.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                        help="torch (default) or onnxruntime (MODEL an `eomt export` directory or any model, exported "
                             "once into the cache; needs 'eomt[onnx]')")
-    serve.add_argument("--max-batch-size", type=positive_int, default=8,
+    serve.add_argument("--max-batch-size", type=positive_int, default=8, metavar="N",
                        help="most images per forward pass (default: 8; 1 turns batching off)")
     serve.add_argument("--batch-timeout", type=_seconds, default=0.01, metavar="SECONDS",
                        help="how long the first request of a batch waits for others (default: 0.01)")
-    serve.add_argument("--workers", type=positive_int, default=1,
+    serve.add_argument("--workers", type=positive_int, default=1, metavar="N",
                        help="model workers taking batches from the queue (default: 1); with --device cuda, worker "
                             "i runs on cuda:i (one model per GPU)")
-    serve.add_argument("--max-queue", type=positive_int, default=64,
+    serve.add_argument("--max-queue", type=positive_int, default=64, metavar="N",
                        help="requests waiting or being segmented at once; more are answered 503 (default: 64)")
     serve.add_argument("--api-key", metavar="KEY", default=os.environ.get(API_KEY_VARIABLE),
                        help=f"require Authorization: Bearer KEY on every request but /health and the demo page's "

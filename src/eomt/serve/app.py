@@ -34,6 +34,7 @@ PUBLIC = ("/health", "/", "/static")  # answered without the API key
 ENDPOINTS = ("/health", "/v1/model", "/v1/segment", "/metrics", "/", "/static")
 RETRY_AFTER_LOADING_S = "5"
 RETRY_AFTER_FULL_S = "1"
+CLIENT_CLOSED = 499  # recorded for requests whose client left before the answer (nginx's convention)
 
 
 def endpoint_of(path: str) -> str:
@@ -202,8 +203,16 @@ def create_app(service: Service) -> FastAPI:
             future = service.batcher.submit(image, task, threshold)
         except QueueFull as exc:
             return error(503, f"the service is busy ({exc}); retry", {"Retry-After": RETRY_AFTER_FULL_S})
+        answer = asyncio.wrap_future(future)
+        gone = asyncio.ensure_future(request.receive())  # after the body, the next message is the disconnect
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():  # the client went away: its image leaves the queue unless already running
+            answer.cancel()
+            service.metrics.abandoned.inc()
+            return Response(status_code=CLIENT_CLOSED)
+        gone.cancel()
         try:
-            result = await asyncio.wrap_future(future)
+            result = answer.result()
         except Exception as exc:  # noqa: BLE001 - one image's failure is that request's answer
             return failure(exc)
         return await run_in_threadpool(encode, result, fmt)

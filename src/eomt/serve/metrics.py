@@ -36,6 +36,8 @@ class ServeMetrics:
                                registry=self.registry)
         self.rejected = Counter("eomt_rejected", "segment requests refused with 503 because the queue was full",
                                 registry=self.registry)
+        self.abandoned = Counter("eomt_abandoned", "segment requests whose client went away before the answer "
+                                 "(dropped from the queue when still waiting)", registry=self.registry)
         self.images = Counter("eomt_images", "images segmented", registry=self.registry)
         self.images_per_second = Gauge("eomt_images_per_second",
                                        f"images segmented per second over the last {RATE_WINDOW_S:g} s",
