@@ -206,6 +206,14 @@ def test_a_truncated_video_gives_the_frames_it_could_decode_and_names_the_proble
     assert not _temporaries(tmp_path)
 
 
+def test_glob_patterns_name_videos(shapes, bad_videos, tmp_path, capsys):
+    model = shapes[0]
+    assert main(["predict", str(bad_videos / "sho*.mp4"), str(bad_videos / "none*.mp4"), "-m", str(model), "-o",
+                 str(tmp_path), "--device", "cpu", "-q"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "none*.mp4: error: no file matches this pattern" in lines[0] and "short.mp4: 6 frames" in lines[1]
+
+
 def test_video_usage_errors(shapes, tmp_path, capsys):
     model, video, _, _ = shapes
     image = tmp_path / "photo.png"
