@@ -110,7 +110,9 @@ def predict_videos(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     if isinstance(model, VideoSegmenter) and threshold is not None:
         segmenter.threshold = float(threshold)
     task = task or segmenter.task
-    source_model = str(model) if not isinstance(model, VideoSegmenter) else (segmenter.source or "VideoSegmenter")
+    source_model = segmenter.source or "VideoSegmenter"
+    if Path(source_model).exists():  # the same folder however it is spelled
+        source_model = str(Path(source_model).resolve())
     for number, video in opened:
         try:
             reports.append(_run_video(segmenter, video, out, task, number, source_model, skip_existing, progress))
