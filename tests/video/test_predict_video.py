@@ -233,6 +233,12 @@ def test_video_usage_errors(shapes, tmp_path, capsys):
     assert "--model" in capsys.readouterr().err
 
 
+def test_info_describes_a_video_checkpoint(shapes, capsys):
+    assert main(["info", str(shapes[0])]) == 0
+    out = capsys.readouterr().out
+    assert "carried from frame to frame (VidEoMT, video)" in out and "red, green, blue" in out
+
+
 def test_the_cli_default_video_model_is_the_segmenters():
     from eomt.cli.commands import DEFAULT_VIDEO_MODEL
     from eomt.video.segmenter import DEFAULT_VIDEO_MODEL as SEGMENTER_DEFAULT
