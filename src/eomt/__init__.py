@@ -26,13 +26,15 @@ _LAZY = {
     "evaluate": ".evaluation.runner",
     "evaluate_predictions": ".evaluation.runner",
     "Segmenter": ".predictor",
+    "VideoSegmenter": ".video.segmenter",
     "VideomtConfig": ".config",
     "VideomtForUniversalSegmentation": ".modeling.videomt",
     "VideomtOutput": ".modeling.videomt",
     "predict_folder": ".jobs.predict",
 }
 
-__all__ = sorted(n for n in _LAZY if n not in ("evaluate", "evaluate_predictions", "Segmenter", "predict_folder"))
+__all__ = sorted(n for n in _LAZY if n not in ("evaluate", "evaluate_predictions", "Segmenter", "predict_folder",
+                                               "VideoSegmenter"))
 
 
 def __getattr__(name: str):

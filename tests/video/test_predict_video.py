@@ -206,6 +206,14 @@ def test_a_truncated_video_gives_the_frames_it_could_decode_and_names_the_proble
     assert not _temporaries(tmp_path)
 
 
+def test_glob_patterns_name_videos(shapes, bad_videos, tmp_path, capsys):
+    model = shapes[0]
+    assert main(["predict", str(bad_videos / "sho*.mp4"), str(bad_videos / "none*.mp4"), "-m", str(model), "-o",
+                 str(tmp_path), "--device", "cpu", "-q"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "none*.mp4: error: no file matches this pattern" in lines[0] and "short.mp4: 6 frames" in lines[1]
+
+
 def test_video_usage_errors(shapes, tmp_path, capsys):
     model, video, _, _ = shapes
     image = tmp_path / "photo.png"
@@ -223,6 +231,12 @@ def test_video_usage_errors(shapes, tmp_path, capsys):
     assert main(["predict", str(video), "-m", str(image.parent / "missing"), "-o", str(tmp_path / "o"),
                  "--device", "cpu"]) == 1
     assert "--model" in capsys.readouterr().err
+
+
+def test_info_describes_a_video_checkpoint(shapes, capsys):
+    assert main(["info", str(shapes[0])]) == 0
+    out = capsys.readouterr().out
+    assert "carried from frame to frame (VidEoMT, video)" in out and "red, green, blue" in out
 
 
 def test_the_cli_default_video_model_is_the_segmenters():

@@ -48,8 +48,13 @@ def _describe(config) -> list[str]:
 
     from ..modeling.eomt import EomtForUniversalSegmentation
 
+    video = config.model_type == "videomt"
+    if video:
+        from ..modeling.videomt import VideomtForUniversalSegmentation as network
+    else:
+        network = EomtForUniversalSegmentation
     with torch.device("meta"):
-        params = sum(p.numel() for p in EomtForUniversalSegmentation(config).parameters())
+        params = sum(p.numel() for p in network(config).parameters())
     backbone = "DINOv3" if config.is_dinov3 else "DINOv2 with registers"
     mlp = ("gated MLP" if config.use_gated_mlp else "MLP") if config.is_dinov3 else (
         "SwiGLU MLP" if config.use_swiglu_ffn else "GELU MLP")
@@ -58,7 +63,8 @@ def _describe(config) -> list[str]:
         f"backbone     {backbone}, {config.num_hidden_layers} blocks, hidden {config.hidden_size}, "
         f"{config.num_attention_heads} heads, {mlp}",
         f"input        {h}x{w} (patch {config.patch_size}; any multiple of the patch size runs)",
-        f"queries      {config.num_queries}, in the last {config.num_blocks} blocks",
+        f"queries      {config.num_queries}, in the last {config.num_blocks} blocks"
+        + (", carried from frame to frame (VidEoMT, video)" if video else ""),
         f"registers    {config.num_register_tokens}",
         f"classes      {config.num_labels} (+ no-object)",
         f"parameters   {params / 1e6:.1f}M",
@@ -68,10 +74,15 @@ def _describe(config) -> list[str]:
 def cmd_info(args: argparse.Namespace) -> int:
     """Architecture of a checkpoint; reads only config.json for directories and hub ids."""
     from ..checkpoints.load import load_checkpoint_file
-    from ..config import EomtConfig
+    from ..config import ConfigError, EomtConfig, VideomtConfig
 
     path = Path(args.source)
-    config = load_checkpoint_file(path)[0] if path.is_file() else EomtConfig.from_pretrained(args.source)
+    try:
+        config = load_checkpoint_file(path)[0] if path.is_file() else EomtConfig.from_pretrained(args.source)
+    except ConfigError as exc:
+        if "VidEoMT" not in str(exc) or path.is_file():
+            raise
+        config = VideomtConfig.from_pretrained(args.source)
     print(f"{args.source}")
     for line in _describe(config):
         print(f"  {line}")

@@ -83,6 +83,7 @@ def predict_videos(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"--threshold must lie in [0, 1], got {threshold!r}")
     sources = [os.fspath(sources)] if isinstance(sources, (str, os.PathLike)) else [os.fspath(s) for s in sources]
+    sources, unmatched = _expand_patterns(sources)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
@@ -95,7 +96,7 @@ def predict_videos(sources: str | os.PathLike | Sequence[str | os.PathLike], out
         if not (skip_existing or overwrite):
             _refuse_existing(out, name)
 
-    reports: list[VideoReport] = []
+    reports = [VideoReport(pattern, error="no file matches this pattern") for pattern in unmatched]
     opened: list[tuple[int, VideoFile | FrameFolder]] = []
     for number, source in enumerate(sources, start=1):
         try:
@@ -109,7 +110,9 @@ def predict_videos(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     if isinstance(model, VideoSegmenter) and threshold is not None:
         segmenter.threshold = float(threshold)
     task = task or segmenter.task
-    source_model = str(model) if not isinstance(model, VideoSegmenter) else (segmenter.source or "VideoSegmenter")
+    source_model = segmenter.source or "VideoSegmenter"
+    if Path(source_model).exists():  # the same folder however it is spelled
+        source_model = str(Path(source_model).resolve())
     for number, video in opened:
         try:
             reports.append(_run_video(segmenter, video, out, task, number, source_model, skip_existing, progress))
@@ -117,6 +120,22 @@ def predict_videos(sources: str | os.PathLike | Sequence[str | os.PathLike], out
             reports.append(VideoReport(str(video.path), video.name, task,
                                        error=str(exc).removeprefix(f"{video.path}: ")))
     return reports
+
+
+def _expand_patterns(sources: list[str]) -> tuple[list[str], list[str]]:
+    """Glob patterns (`clips/*.mp4`) replaced by the files they match, in name order; patterns matching none."""
+    import glob
+
+    expanded, unmatched = [], []
+    for source in sources:
+        if any(c in source for c in "*?[") and not Path(source).exists():
+            matches = sorted(glob.glob(source))
+            expanded.extend(matches)
+            if not matches:
+                unmatched.append(source)
+        else:
+            expanded.append(source)
+    return expanded, unmatched
 
 
 def _result_names(name: str) -> list[str]:
