@@ -37,6 +37,8 @@ def cmd_predict_video(args: argparse.Namespace) -> int:
                                  overwrite=args.overwrite, progress=not args.quiet, frame_folders=args.video)
     except CheckpointError as exc:
         raise naming_model_flag(exc) from None
+    from .errors import to_command_line
+
     for report in reports:
-        print(report.line(), file=sys.stderr)
+        print(to_command_line(report.line(), getattr(args, "flags", {})), file=sys.stderr)
     return 1 if any(r.failed for r in reports) else 0

@@ -98,10 +98,10 @@ def check_eval_out(out: Path, names: list[str], ours: bool, overwrite: bool) -> 
             continue
         if not ours:
             raise DatasetError(f"{path} already exists and eomt did not write it (no metrics.json or summary.json "
-                               f"of eomt in {out}): eomt never replaces it; move it or choose another --out")
+                               f"of eomt in {out}): eomt never replaces it; move it or choose another `out`")
         if not overwrite:
-            raise DatasetError(f"{out} already holds an evaluation ({name}); pass --overwrite to replace it, or "
-                               "choose another --out")
+            raise DatasetError(f"{out} already holds an evaluation ({name}); pass `overwrite=True` to replace it, or "
+                               "choose another `out`")
 
 
 def _evaluate(model, data: str | os.PathLike, dataset: str, task: str | None, split: str, batch_size: int,

@@ -87,7 +87,7 @@ def _take_over(path: Path, seen: dict | None) -> None:
     aside.unlink(missing_ok=True)
 
 
-def acquire(folder: Path, command: str, option: str = "--out") -> Path:
+def acquire(folder: Path, command: str, option: str = "`out`") -> Path:
     """Create `folder/.eomt-lock` for this process; raises OutputLocked naming the holder when a live job has it."""
     path = folder / LOCK_FILE
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "started": time.time()}
@@ -119,7 +119,7 @@ def release(path: Path) -> None:
 
 @contextmanager
 def output_lock(folder: str | os.PathLike, command: str | None = None, enabled: bool = True,
-                option: str = "--out") -> Iterator[None]:
+                option: str = "`out`") -> Iterator[None]:
     """Hold the lock of `folder` (created if missing) for the `with` block; a folder this call created and that
     is still empty at the end is removed again, so a job that failed early leaves nothing behind."""
     if not enabled:

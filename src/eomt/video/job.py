@@ -77,16 +77,16 @@ def predict_videos(sources: str | os.PathLike | Sequence[str | os.PathLike], out
     from .segmenter import DEFAULT_VIDEO_MODEL, VideoSegmenter
 
     if skip_existing and overwrite:
-        raise ValueError("--skip-existing and --overwrite contradict each other; pass one")
+        raise ValueError("`skip_existing` and `overwrite` contradict each other; pass one")
     if task is not None and task not in TASKS:
         raise ValueError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})")
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise ValueError(f"--threshold must lie in [0, 1], got {threshold!r}")
+        raise ValueError(f"`threshold` must lie in [0, 1], got {threshold!r}")
     sources = [os.fspath(sources)] if isinstance(sources, (str, os.PathLike)) else [os.fspath(s) for s in sources]
     sources, unmatched = _expand_patterns(sources)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
+        raise ValueError(f"`out` {out} is a file, not a folder")
     names = {}
     for source in sources:
         name = Path(source).name if frame_folders and Path(source).is_dir() else Path(source).stem
@@ -146,8 +146,8 @@ def _refuse_existing(out: Path, name: str) -> None:
     """Never replace a user's files silently."""
     for path in [out / n for n in _result_names(name)] + [out / name]:
         if path.exists() and not (path.is_dir() and not any(path.iterdir())):
-            raise ValueError(f"{path} already exists: pass --skip-existing to continue that run, or --overwrite to "
-                             "replace its files")
+            raise ValueError(f"{path} already exists: pass `skip_existing=True` to continue that run, or "
+                             "`overwrite=True` to replace its files")
 
 
 def _state_metadata(segmenter, task: str, model: str, video) -> dict[str, str]:
@@ -167,7 +167,7 @@ def _read_state(path: Path, expected: dict[str, str]) -> dict[str, Any] | None:
     different = [k for k, v in expected.items() if metadata.get(k) != v]
     if different:
         raise VideoError(f"{path.parent}: the results there were made with another {different[0]} "
-                         f"({metadata.get(different[0])!r}, now {expected[different[0]]!r}); pass --overwrite to "
+                         f"({metadata.get(different[0])!r}, now {expected[different[0]]!r}); pass `overwrite=True` to "
                          "start again")
     return {"frame_index": int(metadata.get("frame_index", "0")), "queries": queries}
 
@@ -228,7 +228,7 @@ def _run_video(segmenter, video, out: Path, task: str, video_id: int, model: str
     report.frames, report.resumed_at, report.problem = done, start, video.problem
     if done < start:
         raise VideoError(f"{video.path}: has {done} frames, fewer than the {start} an earlier run segmented; pass "
-                         "--overwrite to start again")
+                         "`overwrite=True` to start again")
     _remove_frames_after(folder, done)
     with torch.inference_mode():
         report.tracks = _write_video_files(segmenter, video, out, task, video_id, done, things)
@@ -269,7 +269,7 @@ def _records(folder: Path, count: int) -> Iterator[dict]:
         try:
             yield json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise VideoError(f"{path}: cannot read this frame's results ({exc}); pass --overwrite to start "
+            raise VideoError(f"{path}: cannot read this frame's results ({exc}); pass `overwrite=True` to start "
                              "again") from None
 
 

@@ -112,7 +112,7 @@ class VideoSegmenter:
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu")
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available here; use `device='cpu'`")
         if dtype in ("int8", torch.int8):
             raise ValueError("dtype int8 is not available for video models (float32, bfloat16 or float16)")
         model = VideomtForUniversalSegmentation.from_pretrained(source, **config_overrides)

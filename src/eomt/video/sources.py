@@ -60,7 +60,8 @@ class VideoFile:
         if not self.path.exists():
             raise VideoError(f"{self.path}: no such file")
         if self.path.is_dir():
-            raise VideoError(f"{self.path}: is a directory, not a video file (pass --video for a folder of frames)")
+            raise VideoError(f"{self.path}: is a directory, not a video file (a folder of frames is a video with "
+                             "`frame_folders=True`, or `eomt predict --video`)")
         if self.path.stat().st_size == 0:
             raise VideoError(f"{self.path}: file is empty")
         av = _import_av()
