@@ -409,6 +409,10 @@ def _panoptic_candidates(logits: torch.Tensor, scores: torch.Tensor, size: dict[
     return keep.nonzero().flatten()
 
 
+_CACHE_PIXELS = (1 << 15) - 1  # pixels per band of the per-query panoptic passes: in L2 cache, and below torch's
+# parallel grain (32768 elements), so that each pass runs in the calling thread without waking the others
+
+
 def _assign_pixels(logits: torch.Tensor, scores: torch.Tensor, size: dict[str, int], target: tuple[int, int],
                    mask_threshold: float, budget: MemoryBudget) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For the (N, h, w) low-resolution mask logits of the kept queries, at the target size: each pixel's query
@@ -417,7 +421,9 @@ def _assign_pixels(logits: torch.Tensor, scores: torch.Tensor, size: dict[str, i
 
     Streamed: the candidates (`_panoptic_candidates`) are upsampled a chunk at a time and folded into a running
     maximum (a later chunk wins only where strictly larger: the first maximum, as argmax). The query map is
-    int16 (int32 beyond 32766 queries); the rest of the work runs a band of rows at a time.
+    int16 (int32 beyond 32766 queries). The per-pixel work is elementwise, one query at a time over a band of
+    `_CACHE_PIXELS` pixels (strict-greater running maximum: the first maximum wins, as argmax), so no reduction
+    over queries runs and no pass wakes the other threads.
     """
     count = logits.shape[0]
     height, width = target
@@ -429,28 +435,39 @@ def _assign_pixels(logits: torch.Tensor, scores: torch.Tensor, size: dict[str, i
     candidates = _panoptic_candidates(logits, scores, size, target, budget)
     assigned = torch.zeros(target, dtype=index_dtype, device=device)
     in_own = torch.zeros(target, dtype=torch.bool, device=device)
-    above_area = torch.zeros(count, dtype=torch.long, device=device)
-    best = torch.full(target, -torch.inf, dtype=torch.float32, device=device)
+    product = torch.promote_types(scores.dtype, logits.dtype)  # of score x probability, as the dense product
+    best = torch.full(target, -torch.inf, dtype=product, device=device)
     chunk = budget.chunk(4 * pixels, candidates.numel(), fixed)
+    rows = max(1, _CACHE_PIXELS // width) * width if device.type == "cpu" else pixels
+    probs = torch.empty(rows, dtype=logits.dtype, device=device)
+    weighted = probs if product == logits.dtype else torch.empty(rows, dtype=product, device=device)
+    above = torch.empty(rows, dtype=torch.bool, device=device)
+    better = torch.empty(rows, dtype=torch.bool, device=device)
+    flat_best, flat_assigned, flat_in_own = best.view(-1), assigned.view(-1), in_own.view(-1)
+    counts = []
     for start in range(0, candidates.numel(), chunk):
         ids = candidates[start:start + chunk]
-        chunk_logits = _masks_at_target(logits[ids], size, target)
-        weights = scores[ids][:, None, None]
-        band = _bands(height, 4 * ids.numel() * width)
-        for top in range(0, height, band):
-            probs = chunk_logits[:, top:top + band].sigmoid()
-            weighted = weights * probs
-            local = _argmax0(weighted)
-            value = weighted.gather(0, local[None])[0]
-            del weighted
-            above = probs >= mask_threshold
-            del probs
-            above_area.index_add_(0, ids, above.sum((1, 2)))
-            better = value > best[top:top + band]
-            best[top:top + band] = torch.where(better, value, best[top:top + band])
-            assigned[top:top + band] = torch.where(better, ids.to(index_dtype)[local], assigned[top:top + band])
-            in_own[top:top + band] = torch.where(better, above.gather(0, local[None])[0], in_own[top:top + band])
+        chunk_logits = _masks_at_target(logits[ids], size, target).reshape(ids.numel(), -1)
+        weights = scores[ids]
+        queries = list(enumerate(ids.tolist()))
+        for top in range(0, pixels, rows):
+            n = min(rows, pixels - top)
+            for j, query in queries:
+                weight, values = weights[j], chunk_logits[j]
+                p, a, b = probs[:n], above[:n], better[:n]
+                torch.sigmoid(values[top:top + n], out=p)
+                torch.ge(p, mask_threshold, out=a)
+                counts.append((query, torch.count_nonzero(a)))
+                p = torch.mul(p, weight, out=weighted[:n])
+                torch.gt(p, flat_best[top:top + n], out=b)
+                torch.maximum(flat_best[top:top + n], p, out=flat_best[top:top + n])
+                flat_assigned[top:top + n].masked_fill_(b, query)
+                torch.where(b, a, flat_in_own[top:top + n], out=flat_in_own[top:top + n])
         del chunk_logits
+    above_area = torch.zeros(count, dtype=torch.long, device=device)
+    if counts:
+        above_area.index_add_(0, torch.tensor([q for q, _ in counts], device=device),
+                              torch.stack([c for _, c in counts]))
     return assigned, in_own, above_area
 
 
