@@ -152,11 +152,11 @@ class InstanceMasks(Sequence):
 
     def last_covering(self) -> torch.Tensor:
         """(H, W) int64: the index of the last instance covering each pixel, -1 where none does."""
-        out = torch.full((self.height, self.width), -1, dtype=torch.long)
+        out = np.full((self.height, self.width), -1, dtype=np.int64)
         for i, (crop, (top, left)) in enumerate(zip(self.crops, self.offsets, strict=True)):
-            if crop.numel():
-                out[top:top + crop.shape[0], left:left + crop.shape[1]][crop] = i
-        return out
+            if crop.numel():  # numpy: one thread, no wake-up of torch's pool per mask
+                np.copyto(out[top:top + crop.shape[0], left:left + crop.shape[1]], i, where=crop.cpu().numpy())
+        return torch.from_numpy(out)
 
     def __repr__(self) -> str:
         return f"InstanceMasks({len(self)} masks of {self.height}x{self.width})"

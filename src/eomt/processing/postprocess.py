@@ -578,9 +578,13 @@ def _row_sums(x: torch.Tensor, whole: bool) -> torch.Tensor:
 def _instance_candidates(logits: torch.Tensor, top: torch.Tensor, size: dict[str, int], target: tuple[int, int],
                          threshold: float) -> torch.Tensor:
     """Indices (ascending) of the pre-selected queries that may be kept: a full-resolution logit is a bilinear
-    output of the `_stage1` crop, so it is at most the crop's maximum; below 0 the mask is empty, and the mask
-    score (a mean of sigmoids inside the mask) is at most the sigmoid of it."""
-    peaks = torch.stack([_stage1(logits[q:q + 1], size, target).amax() for q in range(logits.shape[0])]).double()
+    output of a bilinear output of the low-resolution logits that `_stage1` reads, so it is at most their maximum;
+    below 0 the mask is empty, and the mask score (a mean of sigmoids inside the mask) is at most the sigmoid of
+    it."""
+    full_h, full_w = size_pair(size)
+    crop_h, crop_w = resized_size(*target, size["shortest_edge"], size.get("longest_edge"))
+    rows, cols = _rows_needed(full_h, logits.shape[-2], crop_h), _rows_needed(full_w, logits.shape[-1], crop_w)
+    peaks = logits[:, :rows, :cols].amax((1, 2)).double()
     _, upper = _widen(peaks, peaks)
     possible = (upper > 0) & (top.double() * upper.sigmoid() * (1 + 1e-3) >= threshold)
     return possible.nonzero().flatten()
@@ -588,7 +592,8 @@ def _instance_candidates(logits: torch.Tensor, top: torch.Tensor, size: dict[str
 
 def _instance_chunks(logits: torch.Tensor, candidates: torch.Tensor, size: dict[str, int],
                      target: tuple[int, int], chunk: int, whole: bool):
-    """Yield (query indices, masks (n, H, W) bool, mask scores (n,)) `chunk` of `candidates` at a time; a mask is
+    """Yield (query indices, masks (n, H, W) bool, mask scores (n,), non-empty (n,) bool) `chunk` of `candidates` at
+    a time; a mask is
     logit > 0 and its score the mean sigmoid inside it, as transformers computes them. `whole`: the one chunk
     is all the rows the dense computation sums at once (see `_row_sums`)."""
     for start in range(0, candidates.numel(), chunk):
@@ -598,16 +603,32 @@ def _instance_chunks(logits: torch.Tensor, candidates: torch.Tensor, size: dict[
         masks = values > 0
         inside = masks.flatten(1).to(values.dtype)
         weighted = values.sigmoid_().flatten(1).mul_(inside)
-        mean = _row_sums(weighted, whole) / (_row_sums(inside, whole) + 1e-6)
+        area = _row_sums(inside, whole)
+        mean = _row_sums(weighted, whole) / (area + 1e-6)
         del values, weighted, inside
-        yield ids, masks, mean
+        yield ids, masks, mean, area > 0  # a sum of zeros and ones is positive exactly when one is one
         del masks
+
+
+def _tight_crops(masks: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
+    """`tight_crop` of each of the (n, H, W) bool masks, with the row and column occupancy of the whole chunk found
+    in two reductions rather than two per mask."""
+    rows_any, cols_any = masks.any(2).cpu(), masks.any(1).cpu()
+    out = []
+    for mask, row_any, col_any in zip(masks, rows_any, cols_any, strict=True):
+        rows, cols = row_any.nonzero().flatten(), col_any.nonzero().flatten()
+        if rows.numel() == 0:
+            out.append((0, 0, torch.zeros((0, 0), dtype=torch.bool)))
+            continue
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        out.append((y0, x0, mask[y0:y1, x0:x1].to("cpu", copy=True)))
+    return out
 
 
 def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, int], target: tuple[int, int],
                     budget: MemoryBudget, threshold: float, mode: str, top_k: int):
     """One image's instances: (InstanceMasks, labels (N,), scores (N,)), as in `instance_segmentation`."""
-    from ..outputs.instance_masks import InstanceMasks, tight_crop
+    from ..outputs.instance_masks import InstanceMasks
 
     num_queries, num_classes = probs.shape
     pixels = target[0] * target[1]
@@ -627,12 +648,14 @@ def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, i
         chunk = budget.chunk(9 * pixels, local.numel(), 8 * pixels)
         whole = chunk == count  # nothing dropped, one chunk: summed exactly as the dense computation
         kept_labels, kept_scores = [labels[:0]], [top[:0]]
-        for ids, masks, mean in _instance_chunks(logits[queries], local, size, target, chunk, whole):
+        for ids, masks, mean, nonempty in _instance_chunks(logits[queries], local, size, target, chunk, whole):
             chosen = queries[ids]
             scores = top[chosen] * mean
-            keep = masks.flatten(1).any(1) & (scores.double() >= threshold)
-            for j in keep.nonzero().flatten().tolist():
-                out.append(masks[j])
+            keep = nonempty & (scores.double() >= threshold)
+            chosen_ids = keep.nonzero().flatten()
+            for top_row, left, crop in _tight_crops(masks[chosen_ids]):
+                out.crops.append(crop)
+                out.offsets.append((top_row, left))
             kept_labels.append(labels[chosen][keep])
             kept_scores.append(scores[keep])
         return out, torch.cat(kept_labels), torch.cat(kept_scores)
@@ -645,10 +668,10 @@ def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, i
     crops: list = [None] * count
     mean = torch.empty(count, dtype=probs.dtype, device=probs.device)
     everything = torch.arange(count, device=probs.device)
-    for ids, masks, chunk_mean in _instance_chunks(logits[unique], everything, size, target, chunk, chunk == count):
+    for ids, masks, chunk_mean, _ in _instance_chunks(logits[unique], everything, size, target, chunk, chunk == count):
         mean[ids] = chunk_mean
-        for j, index in enumerate(ids.tolist()):
-            crops[index] = tight_crop(masks[j])
+        for index, crop in zip(ids.tolist(), _tight_crops(masks), strict=True):
+            crops[index] = crop
     for index in inverse.tolist():  # duplicates (one query, several classes) share one crop
         top, left, crop = crops[index]
         out.crops.append(crop)
