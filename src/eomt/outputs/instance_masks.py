@@ -94,10 +94,10 @@ class InstanceMasks(Sequence):
     def dense(self) -> torch.Tensor:
         """The (N, H, W) bool stack (built once, on first use)."""
         if self._dense is None:
-            out = torch.zeros(self.shape, dtype=torch.bool)
+            out = np.zeros(self.shape, dtype=bool)
             for i, (crop, (top, left)) in enumerate(zip(self.crops, self.offsets, strict=True)):
-                out[i, top:top + crop.shape[0], left:left + crop.shape[1]] = crop
-            self._dense = out
+                out[i, top:top + crop.shape[0], left:left + crop.shape[1]] = crop.cpu().numpy()
+            self._dense = torch.from_numpy(out)  # numpy copies: one thread, no wake-up of torch's pool per mask
         return self._dense
 
     # ---- what the writers need ----------------------------------------------------------------------------

@@ -621,7 +621,8 @@ def _tight_crops(masks: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
             out.append((0, 0, torch.zeros((0, 0), dtype=torch.bool)))
             continue
         y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        out.append((y0, x0, mask[y0:y1, x0:x1].to("cpu", copy=True)))
+        # a numpy copy: one thread (torch would wake its pool for each crop)
+        out.append((y0, x0, torch.from_numpy(mask[y0:y1, x0:x1].cpu().numpy().copy())))
     return out
 
 
