@@ -266,6 +266,31 @@ def test_panoptic_drops_queries_that_win_nowhere(chunk_sizes):
     assert upsampled <= int(kept[:40].sum()) < int(kept.sum())
 
 
+@pytest.mark.parametrize("band_pixels", [1, 301, 5000])
+def test_panoptic_per_query_bands_do_not_change_the_result(band_pixels, monkeypatch):
+    """The running first maximum is taken one query at a time over bands of pixels: bands of one row, of rows
+    that do not divide the image, and of more than the image give the dense result (ties included)."""
+    mask_logits, class_logits = confident_logits(40, 9, seed=11)
+    target = (90, 333)
+    expected_map, expected_segments = dense_panoptic(mask_logits, class_logits, target, PADDED, stuff=(0,))
+    monkeypatch.setattr(postprocess, "_CACHE_PIXELS", band_pixels)
+    (ours,) = panoptic_segmentation(mask_logits, class_logits, [target], PADDED, stuff_classes=[0])
+    assert torch.equal(ours["segmentation"], expected_map) and ours["segments_info"] == expected_segments
+
+
+def test_chunk_crops_equal_one_crop_per_mask():
+    from eomt.outputs.instance_masks import tight_crop
+
+    masks = torch.zeros((3, 20, 30), dtype=torch.bool)
+    masks[0, 2:5, 7:9] = True
+    masks[0, 11, 29] = True
+    masks[2, 19, 0] = True  # mask 1 stays empty
+    for (top, left, crop), mask in zip(postprocess._tight_crops(masks), masks, strict=True):
+        expected_top, expected_left, expected_crop = tight_crop(mask)
+        assert (top, left) == (expected_top, expected_left) and torch.equal(crop, expected_crop)
+        assert crop.untyped_storage().data_ptr() != masks.untyped_storage().data_ptr()
+
+
 # ------------------------------------------------------------------------------------------ instance
 
 

@@ -94,10 +94,10 @@ class InstanceMasks(Sequence):
     def dense(self) -> torch.Tensor:
         """The (N, H, W) bool stack (built once, on first use)."""
         if self._dense is None:
-            out = torch.zeros(self.shape, dtype=torch.bool)
+            out = np.zeros(self.shape, dtype=bool)
             for i, (crop, (top, left)) in enumerate(zip(self.crops, self.offsets, strict=True)):
-                out[i, top:top + crop.shape[0], left:left + crop.shape[1]] = crop
-            self._dense = out
+                out[i, top:top + crop.shape[0], left:left + crop.shape[1]] = crop.cpu().numpy()
+            self._dense = torch.from_numpy(out)  # numpy copies: one thread, no wake-up of torch's pool per mask
         return self._dense
 
     # ---- what the writers need ----------------------------------------------------------------------------
@@ -152,11 +152,11 @@ class InstanceMasks(Sequence):
 
     def last_covering(self) -> torch.Tensor:
         """(H, W) int64: the index of the last instance covering each pixel, -1 where none does."""
-        out = torch.full((self.height, self.width), -1, dtype=torch.long)
+        out = np.full((self.height, self.width), -1, dtype=np.int64)
         for i, (crop, (top, left)) in enumerate(zip(self.crops, self.offsets, strict=True)):
-            if crop.numel():
-                out[top:top + crop.shape[0], left:left + crop.shape[1]][crop] = i
-        return out
+            if crop.numel():  # numpy: one thread, no wake-up of torch's pool per mask
+                np.copyto(out[top:top + crop.shape[0], left:left + crop.shape[1]], i, where=crop.cpu().numpy())
+        return torch.from_numpy(out)
 
     def __repr__(self) -> str:
         return f"InstanceMasks({len(self)} masks of {self.height}x{self.width})"

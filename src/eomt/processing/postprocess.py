@@ -135,10 +135,11 @@ def _bands(rows: int, row_bytes: int) -> int:
     return max(1, min(rows, BAND_BYTES // max(1, row_bytes)))
 
 
-def _pooled_bounds(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, h, w) -> float64 (lower, upper) (N, h, w): min / max over the 2 x 2 inputs {i, i+1} x {j, j+1} (clamped
-    at the last row / column), the inputs a bilinear output sampling at (i + a, j + b), 0 <= a, b < 1, reads."""
-    padded = F.pad(values[None].double(), (0, 1, 0, 1), mode="replicate")
+def _pooled_bounds(values: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, h, w) -> (lower, upper) (N, h, w) of `dtype`: min / max over the 2 x 2 inputs {i, i+1} x {j, j+1}
+    (clamped at the last row / column), the inputs a bilinear output sampling at (i + a, j + b), 0 <= a, b < 1,
+    reads. (Pooling selects values: it is exact in any dtype that holds them.)"""
+    padded = F.pad(values[None].to(dtype), (0, 1, 0, 1), mode="replicate")
     upper = F.max_pool2d(padded, 2, stride=1)[0]
     lower = -F.max_pool2d(-padded, 2, stride=1)[0]
     return lower, upper
@@ -392,21 +393,28 @@ def _panoptic_candidates(logits: torch.Tensor, scores: torch.Tensor, size: dict[
     crop = _stage1(logits[:1], size, target).shape[-2:]
     if count <= 1 or 4 * crop[0] * crop[1] >= target[0] * target[1]:  # the bounds would cost more than they save
         return torch.arange(count, device=logits.device)
-    weights = scores.double()[:, None, None]
+    # float32 where the logits are: the few roundings of sigmoid and product (about 1e-7 relative each) stay far
+    # below the 1e-4 margins, and float32 pooling is several times faster than float64
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    weights = scores.to(dtype)[:, None, None]
     chunk = budget.chunk(crop[0] * crop[1] * 60, count)
 
     def bounds(start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        lower, upper = _widen(*_pooled_bounds(_stage1(logits[start:start + chunk], size, target)[0]))
+        lower, upper = _widen(*_pooled_bounds(_stage1(logits[start:start + chunk], size, target)[0], dtype))
         w = weights[start:start + chunk]
         return (w * lower.sigmoid() * (1 - _RELATIVE_MARGIN), w * upper.sigmoid() * (1 + _RELATIVE_MARGIN))
 
-    best_lower = torch.full(crop, -torch.inf, dtype=torch.float64, device=logits.device)
+    best_lower = torch.full(crop, -torch.inf, dtype=dtype, device=logits.device)
     for start in range(0, count, chunk):
         best_lower = torch.maximum(best_lower, bounds(start)[0].amax(0))
     keep = torch.zeros(count, dtype=torch.bool, device=logits.device)
     for start in range(0, count, chunk):
         keep[start:start + chunk] = (bounds(start)[1] >= best_lower).flatten(1).any(1)
     return keep.nonzero().flatten()
+
+
+_CACHE_PIXELS = (1 << 15) - 1  # pixels per band of the per-query panoptic passes: in L2 cache, and below torch's
+# parallel grain (32768 elements), so that each pass runs in the calling thread without waking the others
 
 
 def _assign_pixels(logits: torch.Tensor, scores: torch.Tensor, size: dict[str, int], target: tuple[int, int],
@@ -417,7 +425,9 @@ def _assign_pixels(logits: torch.Tensor, scores: torch.Tensor, size: dict[str, i
 
     Streamed: the candidates (`_panoptic_candidates`) are upsampled a chunk at a time and folded into a running
     maximum (a later chunk wins only where strictly larger: the first maximum, as argmax). The query map is
-    int16 (int32 beyond 32766 queries); the rest of the work runs a band of rows at a time.
+    int16 (int32 beyond 32766 queries). The per-pixel work is elementwise, one query at a time over a band of
+    `_CACHE_PIXELS` pixels (strict-greater running maximum: the first maximum wins, as argmax), so no reduction
+    over queries runs and no pass wakes the other threads.
     """
     count = logits.shape[0]
     height, width = target
@@ -429,28 +439,39 @@ def _assign_pixels(logits: torch.Tensor, scores: torch.Tensor, size: dict[str, i
     candidates = _panoptic_candidates(logits, scores, size, target, budget)
     assigned = torch.zeros(target, dtype=index_dtype, device=device)
     in_own = torch.zeros(target, dtype=torch.bool, device=device)
-    above_area = torch.zeros(count, dtype=torch.long, device=device)
-    best = torch.full(target, -torch.inf, dtype=torch.float32, device=device)
+    product = torch.promote_types(scores.dtype, logits.dtype)  # of score x probability, as the dense product
+    best = torch.full(target, -torch.inf, dtype=product, device=device)
     chunk = budget.chunk(4 * pixels, candidates.numel(), fixed)
+    rows = max(1, _CACHE_PIXELS // width) * width if device.type == "cpu" else pixels
+    probs = torch.empty(rows, dtype=logits.dtype, device=device)
+    weighted = probs if product == logits.dtype else torch.empty(rows, dtype=product, device=device)
+    above = torch.empty(rows, dtype=torch.bool, device=device)
+    better = torch.empty(rows, dtype=torch.bool, device=device)
+    flat_best, flat_assigned, flat_in_own = best.view(-1), assigned.view(-1), in_own.view(-1)
+    counts = []
     for start in range(0, candidates.numel(), chunk):
         ids = candidates[start:start + chunk]
-        chunk_logits = _masks_at_target(logits[ids], size, target)
-        weights = scores[ids][:, None, None]
-        band = _bands(height, 4 * ids.numel() * width)
-        for top in range(0, height, band):
-            probs = chunk_logits[:, top:top + band].sigmoid()
-            weighted = weights * probs
-            local = _argmax0(weighted)
-            value = weighted.gather(0, local[None])[0]
-            del weighted
-            above = probs >= mask_threshold
-            del probs
-            above_area.index_add_(0, ids, above.sum((1, 2)))
-            better = value > best[top:top + band]
-            best[top:top + band] = torch.where(better, value, best[top:top + band])
-            assigned[top:top + band] = torch.where(better, ids.to(index_dtype)[local], assigned[top:top + band])
-            in_own[top:top + band] = torch.where(better, above.gather(0, local[None])[0], in_own[top:top + band])
+        chunk_logits = _masks_at_target(logits[ids], size, target).reshape(ids.numel(), -1)
+        weights = scores[ids]
+        queries = list(enumerate(ids.tolist()))
+        for top in range(0, pixels, rows):
+            n = min(rows, pixels - top)
+            for j, query in queries:
+                weight, values = weights[j], chunk_logits[j]
+                p, a, b = probs[:n], above[:n], better[:n]
+                torch.sigmoid(values[top:top + n], out=p)
+                torch.ge(p, mask_threshold, out=a)
+                counts.append((query, torch.count_nonzero(a)))
+                p = torch.mul(p, weight, out=weighted[:n])
+                torch.gt(p, flat_best[top:top + n], out=b)
+                torch.maximum(flat_best[top:top + n], p, out=flat_best[top:top + n])
+                flat_assigned[top:top + n].masked_fill_(b, query)
+                torch.where(b, a, flat_in_own[top:top + n], out=flat_in_own[top:top + n])
         del chunk_logits
+    above_area = torch.zeros(count, dtype=torch.long, device=device)
+    if counts:
+        above_area.index_add_(0, torch.tensor([q for q, _ in counts], device=device),
+                              torch.stack([c for _, c in counts]))
     return assigned, in_own, above_area
 
 
@@ -561,9 +582,13 @@ def _row_sums(x: torch.Tensor, whole: bool) -> torch.Tensor:
 def _instance_candidates(logits: torch.Tensor, top: torch.Tensor, size: dict[str, int], target: tuple[int, int],
                          threshold: float) -> torch.Tensor:
     """Indices (ascending) of the pre-selected queries that may be kept: a full-resolution logit is a bilinear
-    output of the `_stage1` crop, so it is at most the crop's maximum; below 0 the mask is empty, and the mask
-    score (a mean of sigmoids inside the mask) is at most the sigmoid of it."""
-    peaks = torch.stack([_stage1(logits[q:q + 1], size, target).amax() for q in range(logits.shape[0])]).double()
+    output of a bilinear output of the low-resolution logits that `_stage1` reads, so it is at most their maximum;
+    below 0 the mask is empty, and the mask score (a mean of sigmoids inside the mask) is at most the sigmoid of
+    it."""
+    full_h, full_w = size_pair(size)
+    crop_h, crop_w = resized_size(*target, size["shortest_edge"], size.get("longest_edge"))
+    rows, cols = _rows_needed(full_h, logits.shape[-2], crop_h), _rows_needed(full_w, logits.shape[-1], crop_w)
+    peaks = logits[:, :rows, :cols].amax((1, 2)).double()
     _, upper = _widen(peaks, peaks)
     possible = (upper > 0) & (top.double() * upper.sigmoid() * (1 + 1e-3) >= threshold)
     return possible.nonzero().flatten()
@@ -571,7 +596,8 @@ def _instance_candidates(logits: torch.Tensor, top: torch.Tensor, size: dict[str
 
 def _instance_chunks(logits: torch.Tensor, candidates: torch.Tensor, size: dict[str, int],
                      target: tuple[int, int], chunk: int, whole: bool):
-    """Yield (query indices, masks (n, H, W) bool, mask scores (n,)) `chunk` of `candidates` at a time; a mask is
+    """Yield (query indices, masks (n, H, W) bool, mask scores (n,), non-empty (n,) bool) `chunk` of `candidates` at
+    a time; a mask is
     logit > 0 and its score the mean sigmoid inside it, as transformers computes them. `whole`: the one chunk
     is all the rows the dense computation sums at once (see `_row_sums`)."""
     for start in range(0, candidates.numel(), chunk):
@@ -581,16 +607,33 @@ def _instance_chunks(logits: torch.Tensor, candidates: torch.Tensor, size: dict[
         masks = values > 0
         inside = masks.flatten(1).to(values.dtype)
         weighted = values.sigmoid_().flatten(1).mul_(inside)
-        mean = _row_sums(weighted, whole) / (_row_sums(inside, whole) + 1e-6)
+        area = _row_sums(inside, whole)
+        mean = _row_sums(weighted, whole) / (area + 1e-6)
         del values, weighted, inside
-        yield ids, masks, mean
+        yield ids, masks, mean, area > 0  # a sum of zeros and ones is positive exactly when one is one
         del masks
+
+
+def _tight_crops(masks: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
+    """`tight_crop` of each of the (n, H, W) bool masks, with the row and column occupancy of the whole chunk found
+    in two reductions rather than two per mask."""
+    rows_any, cols_any = masks.any(2).cpu(), masks.any(1).cpu()
+    out = []
+    for mask, row_any, col_any in zip(masks, rows_any, cols_any, strict=True):
+        rows, cols = row_any.nonzero().flatten(), col_any.nonzero().flatten()
+        if rows.numel() == 0:
+            out.append((0, 0, torch.zeros((0, 0), dtype=torch.bool)))
+            continue
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        # a numpy copy: one thread (torch would wake its pool for each crop)
+        out.append((y0, x0, torch.from_numpy(mask[y0:y1, x0:x1].cpu().numpy().copy())))
+    return out
 
 
 def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, int], target: tuple[int, int],
                     budget: MemoryBudget, threshold: float, mode: str, top_k: int):
     """One image's instances: (InstanceMasks, labels (N,), scores (N,)), as in `instance_segmentation`."""
-    from ..outputs.instance_masks import InstanceMasks, tight_crop
+    from ..outputs.instance_masks import InstanceMasks
 
     num_queries, num_classes = probs.shape
     pixels = target[0] * target[1]
@@ -610,12 +653,14 @@ def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, i
         chunk = budget.chunk(9 * pixels, local.numel(), 8 * pixels)
         whole = chunk == count  # nothing dropped, one chunk: summed exactly as the dense computation
         kept_labels, kept_scores = [labels[:0]], [top[:0]]
-        for ids, masks, mean in _instance_chunks(logits[queries], local, size, target, chunk, whole):
+        for ids, masks, mean, nonempty in _instance_chunks(logits[queries], local, size, target, chunk, whole):
             chosen = queries[ids]
             scores = top[chosen] * mean
-            keep = masks.flatten(1).any(1) & (scores.double() >= threshold)
-            for j in keep.nonzero().flatten().tolist():
-                out.append(masks[j])
+            keep = nonempty & (scores.double() >= threshold)
+            chosen_ids = keep.nonzero().flatten()
+            for top_row, left, crop in _tight_crops(masks[chosen_ids]):
+                out.crops.append(crop)
+                out.offsets.append((top_row, left))
             kept_labels.append(labels[chosen][keep])
             kept_scores.append(scores[keep])
         return out, torch.cat(kept_labels), torch.cat(kept_scores)
@@ -628,10 +673,10 @@ def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, i
     crops: list = [None] * count
     mean = torch.empty(count, dtype=probs.dtype, device=probs.device)
     everything = torch.arange(count, device=probs.device)
-    for ids, masks, chunk_mean in _instance_chunks(logits[unique], everything, size, target, chunk, chunk == count):
+    for ids, masks, chunk_mean, _ in _instance_chunks(logits[unique], everything, size, target, chunk, chunk == count):
         mean[ids] = chunk_mean
-        for j, index in enumerate(ids.tolist()):
-            crops[index] = tight_crop(masks[j])
+        for index, crop in zip(ids.tolist(), _tight_crops(masks), strict=True):
+            crops[index] = crop
     for index in inverse.tolist():  # duplicates (one query, several classes) share one crop
         top, left, crop = crops[index]
         out.crops.append(crop)
