@@ -36,27 +36,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from predict_throughput import make_images  # noqa: E402  (the same 640x480 JPEGs as the predict benchmark)
+from forward_speed import device_name  # noqa: E402
+from predict_throughput import make_images, make_model  # noqa: E402  (the same JPEGs and model as the predict benchmark)
 
 CLIENTS = (1, 8, 32)
 SEGMENTS: list[int] = []  # segments per answer, to state what post-processing had to build
 BATCHING = {"on": ["--max-batch-size", "8", "--batch-timeout", "0.01"], "off": ["--max-batch-size", "1"]}
-
-
-def make_model(directory: Path) -> Path:
-    import torch
-
-    from eomt import EomtConfig, EomtForUniversalSegmentation, EomtImageProcessor
-
-    torch.manual_seed(0)
-    config = EomtConfig(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, num_blocks=2, num_queries=100,
-                        image_size=320, num_labels=20, intermediate_size=768)
-    model = EomtForUniversalSegmentation(config).eval()
-    model.attn_mask_probs.zero_()
-    model.save_pretrained(directory)
-    EomtImageProcessor(size={"shortest_edge": 320, "longest_edge": 320}, do_pad=True,
-                       task="panoptic").save_pretrained(directory)
-    return directory
 
 
 class Server:
@@ -169,16 +154,6 @@ def predict_rate(images: Path, model: Path, out: Path, device: str, batch: int, 
     return json.loads((out / "summary.json").read_text())["images_per_second"]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=32, help="requests per cell (default: 32)")
@@ -252,8 +227,11 @@ def measure(args: argparse.Namespace, servers: dict[str, Server], folder: Path, 
 
 
 def report(args: argparse.Namespace, r: dict, torch_version: str) -> None:
+    import torch
+
+    cpu = device_name(torch.device("cpu"))
     print(f"eomt serve, loopback, {r['images']} distinct {args.size} JPEGs, format=json, threshold {args.threshold}, "
-          f"{args.device} ({cpu_model()}, {os.cpu_count()} cores, clients on the same machine), torch "
+          f"{args.device} ({cpu}, {os.cpu_count()} cores, clients on the same machine), torch "
           f"{torch_version}; {args.requests} requests per cell (at most {args.duration:g} s), medians of "
           f"{args.runs} interleaved rounds; load average at the end {os.getloadavg()[0]:.1f}")
     print("| clients | batching | images/s | p50 ms | p95 ms | p99 ms | failed |")
