@@ -6,36 +6,27 @@ import argparse
 import math
 import os
 
-from .checks import device_name, positive_int
+from .checks import _number, device_name, positive_int
 
 API_KEY_VARIABLE = "EOMT_API_KEY"
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    value = _number(text, float, "seconds")
     if not math.isfinite(value) or not 0 <= value <= 60:
         raise argparse.ArgumentTypeError(f"must be seconds in [0, 60], got {text!r}")
     return value
 
 
 def _megabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected megabytes, got {text!r}") from None
+    value = _number(text, float, "megabytes")
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of megabytes, got {text!r}")
     return value
 
 
 def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    value = _number(text, int, "a port number")
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0..65535 (0: a free port), got {value}")
     return value
