@@ -139,9 +139,15 @@ def _pooled_bounds(values: torch.Tensor, dtype: torch.dtype = torch.float64) -> 
     """(N, h, w) -> (lower, upper) (N, h, w) of `dtype`: min / max over the 2 x 2 inputs {i, i+1} x {j, j+1}
     (clamped at the last row / column), the inputs a bilinear output sampling at (i + a, j + b), 0 <= a, b < 1,
     reads. (Pooling selects values: it is exact in any dtype that holds them.)"""
-    padded = F.pad(values[None].to(dtype), (0, 1, 0, 1), mode="replicate")
-    upper = F.max_pool2d(padded, 2, stride=1)[0]
-    lower = -F.max_pool2d(-padded, 2, stride=1)[0]
+    values = values.to(dtype)
+
+    def pair(x: torch.Tensor, dim: int, op) -> torch.Tensor:  # op(x[i], x[i + 1]) along dim, the last kept
+        last = x.size(dim) - 1
+        return torch.cat([op(x.narrow(dim, 0, last), x.narrow(dim, 1, last)), x.narrow(dim, last, 1)], dim)
+
+    # elementwise min / max of shifted views: 3x faster than max_pool2d on CPU, and the same selection
+    upper = pair(pair(values, 1, torch.maximum), 2, torch.maximum)
+    lower = pair(pair(values, 1, torch.minimum), 2, torch.minimum)
     return lower, upper
 
 
@@ -254,21 +260,25 @@ def _semantic_canvas(
     return scores.div_(count.clamp(min=1))
 
 
-def _semantic_candidates(scores: torch.Tensor, budget: MemoryBudget) -> torch.Tensor:
-    """Indices (ascending) of the classes that may be the first maximum of some pixel of any bilinear resize of
-    the (C, h, w) `scores`: a class whose upper bound is below another class's lower bound at every 2 x 2
-    input window can never be the maximum (nor tie with it)."""
+def _semantic_candidates(scores: torch.Tensor, target: tuple[int, int], budget: MemoryBudget) -> torch.Tensor:
+    """Indices (ascending) of the classes that may be the first maximum of some pixel of the bilinear resize of
+    the (C, h, w) `scores` to `target`: a class whose upper bound is below another class's lower bound at every
+    2 x 2 input window can never be the maximum (nor tie with it). Every class when the target is less than 4x
+    the scores' size (the bounds would cost more than they save)."""
     count, height, width = scores.shape
-    if count <= 1:
+    if count <= 1 or 4 * height * width >= target[0] * target[1]:  # the bounds would cost more than they save
         return torch.arange(count, device=scores.device)
-    chunk = budget.chunk(height * width * 40, count)
-    best_lower = torch.full((height, width), -torch.inf, dtype=torch.float64, device=scores.device)
+    # float32 where the scores are: pooling selects values (exact), and the rounding of the margins (about 1e-7
+    # relative) stays far below them; float32 pooling is several times faster than float64
+    dtype = torch.promote_types(scores.dtype, torch.float32)
+    chunk = budget.chunk(height * width * 20, count)
+    best_lower = torch.full((height, width), -torch.inf, dtype=dtype, device=scores.device)
     for start in range(0, count, chunk):
-        lower, _ = _widen(*_pooled_bounds(scores[start:start + chunk]))
+        lower, _ = _widen(*_pooled_bounds(scores[start:start + chunk], dtype))
         best_lower = torch.maximum(best_lower, lower.amax(0))
     keep = torch.zeros(count, dtype=torch.bool, device=scores.device)
     for start in range(0, count, chunk):
-        _, upper = _widen(*_pooled_bounds(scores[start:start + chunk]))
+        _, upper = _widen(*_pooled_bounds(scores[start:start + chunk], dtype))
         keep[start:start + chunk] = (upper >= best_lower).flatten(1).any(1)
     return keep.nonzero().flatten()
 
@@ -375,7 +385,7 @@ def semantic_segmentation(
         else:
             fixed = 12 * target[0] * target[1]  # running maximum (float32) and the map (int64)
             _check_fits(budget, fixed, 4 * target[0] * target[1], "semantic", target)
-            candidates = _semantic_candidates(scores, budget)
+            candidates = _semantic_candidates(scores, target, budget)
             results.append(_resized_argmax(scores, candidates, target, budget, fixed))
     return results
 
