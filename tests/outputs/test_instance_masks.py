@@ -69,6 +69,20 @@ def test_crops_are_tight_and_indexing_reads_as_the_stack():
         InstanceMasks(10, 10, [torch.ones((4, 4), dtype=torch.bool)], [(8, 0)])
 
 
+def test_masks_are_kept_packed_and_do_not_follow_their_source():
+    dense = awkward_masks(64, 48, seed=5)
+    compact = InstanceMasks.from_dense(dense.clone())
+    source = dense[0].clone()
+    compact.add_crop(source, 0, 0)
+    source.zero_()  # the caller reuses its buffer: the stored mask keeps what it was given
+    assert torch.equal(compact[-1], dense[0]) and compact.areas()[-1] == int(dense[0].sum())
+    stored = sum(p.nbytes for p in compact._packed)
+    assert stored <= sum(c.numel() for c in compact.crops) // 8 + len(compact)  # 1 bit a pixel
+    repeated = compact.take([1, 1, 0])
+    assert torch.equal(repeated.dense(), dense[[1, 1, 0]])
+    assert repeated.areas() == dense[[1, 1, 0]].flatten(1).sum(1).tolist()
+
+
 def test_overlay_from_crops_equals_the_overlay_from_the_stack():
     dense = awkward_masks(60, 80, seed=1)[:6]
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8))

@@ -304,7 +304,6 @@ def overlay_instances(
         if areas[i] == 0:
             continue
         crop, (top, left) = masks.crops[i].numpy(), masks.offsets[i]
-        window = seg[top:top + crop.shape[0], left:left + crop.shape[1]]
-        window[crop] = i
+        np.copyto(seg[top:top + crop.shape[0], left:left + crop.shape[1]], i, where=crop)
     segments = [(i, labels[i], None if scores is None else float(scores[i])) for i in range(n)]
     return overlay(image, seg, segments, alpha, **kwargs)

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -624,19 +625,20 @@ def _instance_chunks(logits: torch.Tensor, candidates: torch.Tensor, size: dict[
         del masks
 
 
-def _tight_crops(masks: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
-    """`tight_crop` of each of the (n, H, W) bool masks, with the row and column occupancy of the whole chunk found
-    in two reductions rather than two per mask."""
+def _tight_crops(masks: torch.Tensor) -> list[tuple[int, int, np.ndarray]]:
+    """`tight_crop` of each of the (n, H, W) bool masks, as numpy views into them (numpy: one thread, torch would
+    wake its pool for each crop), with the row and column occupancy of the whole chunk found in two reductions
+    rather than two per mask."""
     rows_any, cols_any = masks.any(2).cpu(), masks.any(1).cpu()
+    array = masks.cpu().numpy()
     out = []
-    for mask, row_any, col_any in zip(masks, rows_any, cols_any, strict=True):
+    for mask, row_any, col_any in zip(array, rows_any, cols_any, strict=True):
         rows, cols = row_any.nonzero().flatten(), col_any.nonzero().flatten()
         if rows.numel() == 0:
-            out.append((0, 0, torch.zeros((0, 0), dtype=torch.bool)))
+            out.append((0, 0, np.zeros((0, 0), dtype=np.bool_)))
             continue
         y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        # a numpy copy: one thread (torch would wake its pool for each crop)
-        out.append((y0, x0, torch.from_numpy(mask[y0:y1, x0:x1].cpu().numpy().copy())))
+        out.append((y0, x0, mask[y0:y1, x0:x1]))
     return out
 
 
@@ -669,8 +671,7 @@ def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, i
             keep = nonempty & (scores.double() >= threshold)
             chosen_ids = keep.nonzero().flatten()
             for top_row, left, crop in _tight_crops(masks[chosen_ids]):
-                out.crops.append(crop)
-                out.offsets.append((top_row, left))
+                out.add_crop(crop, top_row, left)
             kept_labels.append(labels[chosen][keep])
             kept_scores.append(scores[keep])
         return out, torch.cat(kept_labels), torch.cat(kept_scores)
@@ -680,18 +681,14 @@ def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, i
     _check_fits(budget, 8 * pixels, 9 * pixels, "instance", target)
     count = unique.numel()
     chunk = budget.chunk(9 * pixels, count, 8 * pixels)
-    crops: list = [None] * count
     mean = torch.empty(count, dtype=probs.dtype, device=probs.device)
     everything = torch.arange(count, device=probs.device)
     for ids, masks, chunk_mean, _ in _instance_chunks(logits[unique], everything, size, target, chunk, chunk == count):
         mean[ids] = chunk_mean
-        for index, crop in zip(ids.tolist(), _tight_crops(masks), strict=True):
-            crops[index] = crop
-    for index in inverse.tolist():  # duplicates (one query, several classes) share one crop
-        top, left, crop = crops[index]
-        out.crops.append(crop)
-        out.offsets.append((top, left))
-    return out, labels, values * mean[inverse]
+        for top, left, crop in _tight_crops(masks):  # chunks come in order: crop j is unique query j
+            out.add_crop(crop, top, left)
+    # duplicates (one query, several classes) share one packed crop
+    return out.take(inverse.tolist()), labels, values * mean[inverse]
 
 
 @torch.no_grad()
