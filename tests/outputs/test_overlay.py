@@ -126,3 +126,24 @@ def test_overlay_instances_small_on_top():
         overlay_instances(image, masks, ["a"], None)
     empty = overlay_instances(image, torch.zeros(0, 80, 100, dtype=torch.bool), [], None)
     np.testing.assert_array_equal(np.asarray(empty), np.asarray(image))
+
+
+@pytest.mark.parametrize("border_width", [0, 1, 3])
+def test_overlay_drawn_in_bands_equals_the_whole_image_at_once(monkeypatch, border_width):
+    """The blend (and the search for small segments' label points) runs a band of rows at a time; borders
+    crossing a band edge, lone pixels and far-spread ids come out as from one band."""
+    import eomt.outputs.overlay as overlay_module
+
+    rng = np.random.default_rng(1)
+    h, w = 90, 70
+    seg = rng.integers(-1, 9, (h // 5 + 1, w // 5 + 1)).repeat(5, 0).repeat(5, 1)[:h, :w].astype(np.int64)
+    seg[44, 33] = 11  # lost by the label grid's downscaling
+    spread = np.where(seg >= 0, seg * 300007, seg)  # ids beyond the lookup-table range
+    image = _image(h, w)
+    for segment_map in (seg, spread):
+        segments = [(int(i), f"c{i}", 0.5) for i in np.unique(segment_map) if i >= 0]
+        whole = np.asarray(overlay(image, segment_map, segments, border_width=border_width, font_size=10))
+        monkeypatch.setattr(overlay_module, "_BAND_PIXELS", 3 * w + 5)
+        banded = np.asarray(overlay(image, segment_map, segments, border_width=border_width, font_size=10))
+        monkeypatch.undo()
+        np.testing.assert_array_equal(banded, whole)

