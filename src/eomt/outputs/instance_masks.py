@@ -14,7 +14,19 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-__all__ = ["InstanceMasks", "tight_crop"]
+__all__ = ["InstanceMasks", "pack_mask", "tight_crop", "unpack_mask"]
+
+
+def pack_mask(mask: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A 2-D bool mask packed 8 pixels a byte (row-major), as `unpack_mask` reads it back."""
+    array = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    return np.packbits(array if array.dtype == np.bool_ else array != 0, axis=None)
+
+
+def unpack_mask(packed: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The (h, w) bool mask that `pack_mask` packed."""
+    h, w = shape
+    return np.unpackbits(packed, count=h * w).view(np.bool_).reshape(h, w)
 
 
 def tight_crop(mask: torch.Tensor) -> tuple[int, int, torch.Tensor]:
@@ -66,6 +78,16 @@ class InstanceMasks(Sequence):
         """The crops, (h_i, w_i) bool tensors (read-only: add masks with `append` or `add_crop`)."""
         return _Crops(self)
 
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """(h_i, w_i) of each crop."""
+        return list(self._shapes)
+
+    @property
+    def packed(self) -> list[np.ndarray]:
+        """`pack_mask` of each crop (shared, never modified)."""
+        return list(self._packed)
+
     def add_crop(self, crop: torch.Tensor | np.ndarray, top: int, left: int) -> None:
         """Add one mask given as its crop (taken as it is, tight or not) lying at (top, left) of the image."""
         array = crop.cpu().numpy() if isinstance(crop, torch.Tensor) else np.asarray(crop)
@@ -75,15 +97,14 @@ class InstanceMasks(Sequence):
                 left + array.shape[1] > self.width):
             raise ValueError(f"a crop of shape {tuple(array.shape)} at ({top}, {left}) does not fit a "
                              f"{self.height}x{self.width} image")
-        self._packed.append(np.packbits(array, axis=None))
+        self._packed.append(pack_mask(array))
         self._shapes.append((int(array.shape[0]), int(array.shape[1])))
         self._areas.append(int(np.count_nonzero(array)))
         self.offsets.append((top, left))
         self._dense = None
 
     def _unpack(self, index: int) -> np.ndarray:
-        h, w = self._shapes[index]
-        return np.unpackbits(self._packed[index], count=h * w).view(np.bool_).reshape(h, w)
+        return unpack_mask(self._packed[index], self._shapes[index])
 
     @classmethod
     def from_dense(cls, masks: torch.Tensor | np.ndarray) -> InstanceMasks:

@@ -25,10 +25,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..outputs.instance_masks import pack_mask, unpack_mask
 from . import postprocess
 from .sizes import resized_size
 
@@ -213,24 +215,36 @@ class SemanticMerger:
 
 @dataclass
 class Part:
-    """One window's segment in image coordinates: a tight crop of its mask at (top, left)."""
+    """One window's segment in image coordinates: a tight crop of its mask at (top, left), kept bit-packed
+    (instance parts overlap: a window of 640 x 640 may hold a hundred of them)."""
 
     window: int
     label: int
     score: float
     top: int
     left: int
-    mask: Tensor  # (h, w) bool
+    shape: tuple[int, int]  # (h, w) of the crop
+    packed: np.ndarray  # `pack_mask` of the crop
     area: int
     key: int = -1  # panoptic: the part's index among all windows' segments
 
+    @classmethod
+    def of(cls, window: int, label: int, score: float, top: int, left: int, crop: Tensor) -> Part:
+        return cls(window, int(label), float(score), top, left, (int(crop.shape[0]), int(crop.shape[1])),
+                   pack_mask(crop), int(crop.sum()))
+
+    @property
+    def mask(self) -> Tensor:
+        """The (h, w) bool crop."""
+        return torch.from_numpy(unpack_mask(self.packed, self.shape))
+
     @property
     def bottom(self) -> int:
-        return self.top + self.mask.shape[0]
+        return self.top + self.shape[0]
 
     @property
     def right(self) -> int:
-        return self.left + self.mask.shape[1]
+        return self.left + self.shape[1]
 
 
 def _part(window: Window, label: int, score: float, mask: Tensor) -> Part | None:
@@ -239,8 +253,7 @@ def _part(window: Window, label: int, score: float, mask: Tensor) -> Part | None
     if rows.numel() == 0:
         return None
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    crop = mask[y0:y1, x0:x1].to("cpu", copy=True)
-    return Part(window.index, int(label), float(score), window.top + y0, window.left + x0, crop, int(crop.sum()))
+    return Part.of(window.index, label, score, window.top + y0, window.left + x0, mask[y0:y1, x0:x1])
 
 
 def _in_box(part: Part, box: tuple[int, int, int, int]) -> Tensor:
@@ -360,8 +373,11 @@ def _merge_instance(plan: TilePlan, parts: list[Part]) -> Instance | None:
         owner = plan.owner(p.top, p.left, p.bottom, p.right)
         decides = (owner == p.window) | ~torch.isin(owner, windows)
         mask[p.top - top:p.bottom - top, p.left - left:p.right - left] |= p.mask & decides
-    merged = _part(Window(0, 0, 0, top, left, bottom, right), parts[0].label, _mean_score(parts), mask)
-    return None if merged is None else Instance(merged.label, merged.score, merged.top, merged.left, merged.mask)
+    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+    if rows.numel() == 0:
+        return None
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return Instance(parts[0].label, _mean_score(parts), top + y0, left + x0, mask[y0:y1, x0:x1].clone())
 
 
 def instance_post(instances: list[Instance], image_hw: tuple[int, int]) -> dict:
@@ -393,10 +409,11 @@ class InstanceMerger:
                                                   compact=True, **self.options)
         for window, post in zip(windows, posts, strict=True):
             masks = post["masks"]
-            for info, crop, (top, left) in zip(post["segments_info"], masks.crops, masks.offsets, strict=True):
-                if crop.numel():  # an empty window mask (topk) has no place in the image
+            for info, (top, left), shape, packed, area in zip(post["segments_info"], masks.offsets, masks.shapes,
+                                                               masks.packed, masks.areas(), strict=True):
+                if area:  # an empty window mask (topk) has no place in the image
                     self.parts.append(Part(window.index, int(info["label_id"]), float(info["score"]),
-                                           window.top + top, window.left + left, crop, int(crop.sum())))
+                                           window.top + top, window.left + left, shape, packed, area))
 
     def instances(self) -> list[Instance]:
         """The merged instances, in the order of their first part (window by window), or by score for topk."""
@@ -435,8 +452,9 @@ class PanopticMerger:
                 lookup[info["id"] + 1] = key
                 mask = local == info["id"]
                 if info["label_id"] in self.stuff:
-                    no_mask = torch.zeros((0, 0), dtype=torch.bool)
-                    part = Part(window.index, info["label_id"], info["score"], 0, 0, no_mask, int(mask.sum()))
+                    no_mask = np.zeros(0, dtype=np.uint8)
+                    part = Part(window.index, info["label_id"], info["score"], 0, 0, (0, 0), no_mask,
+                                int(mask.sum()))
                 else:
                     part = _part(window, info["label_id"], info["score"], mask)
                 part.key = key
