@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..outputs.instance_masks import pack_mask, unpack_mask
+from ..outputs.instance_masks import pack_mask, tight_crop, unpack_mask
 from . import postprocess
 from .sizes import resized_size
 
@@ -249,11 +249,10 @@ class Part:
 
 def _part(window: Window, label: int, score: float, mask: Tensor) -> Part | None:
     """The part of a (h, w) window mask, or None when the mask is empty."""
-    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
-    if rows.numel() == 0:
+    y0, x0, crop = tight_crop(mask)
+    if crop.numel() == 0:
         return None
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return Part.of(window.index, label, score, window.top + y0, window.left + x0, mask[y0:y1, x0:x1])
+    return Part.of(window.index, label, score, window.top + y0, window.left + x0, crop)
 
 
 def _in_box(part: Part, box: tuple[int, int, int, int]) -> Tensor:
@@ -373,11 +372,8 @@ def _merge_instance(plan: TilePlan, parts: list[Part]) -> Instance | None:
         owner = plan.owner(p.top, p.left, p.bottom, p.right)
         decides = (owner == p.window) | ~torch.isin(owner, windows)
         mask[p.top - top:p.bottom - top, p.left - left:p.right - left] |= p.mask & decides
-    rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
-    if rows.numel() == 0:
-        return None
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    return Instance(parts[0].label, _mean_score(parts), top + y0, left + x0, mask[y0:y1, x0:x1].clone())
+    y0, x0, crop = tight_crop(mask)
+    return None if crop.numel() == 0 else Instance(parts[0].label, _mean_score(parts), top + y0, left + x0, crop)
 
 
 def instance_post(instances: list[Instance], image_hw: tuple[int, int]) -> dict:
