@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["MemoryBudget", "MemoryBudgetError", "available_memory", "estimate", "fit_hint", "format_size",
-           "parse_size"]
+__all__ = ["MemoryBudget", "MemoryBudgetError", "Scratch", "available_memory", "estimate", "fit_hint",
+           "format_size", "parse_size"]
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30,
           "gib": 1 << 30, "t": 1 << 40, "tib": 1 << 40, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
@@ -143,6 +143,30 @@ class MemoryBudget:
             return 0
         fits = self.working(fixed) // max(1, per_item)
         return int(max(min(minimum, count), min(count, fits)))
+
+
+class Scratch:
+    """Reusable buffers for the per-chunk tensors of one image's post-processing.
+
+    A large CPU tensor is mapped fresh by the allocator and freed back to the system, so each new one costs a
+    page fault per 4 KiB it touches: a 12 MP image's 180 upsampled masks are 8.6 GB of fresh pages, about 2
+    million faults and several seconds of system time. A buffer taken again under the same name is the same
+    memory (grown when a larger one is asked for)."""
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised contiguous tensor of `shape` and `dtype`, the memory of the last one named `name`
+        when that was as large."""
+        count = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.numel() < count:
+            self._buffers.pop(name, None)  # free the smaller one before the larger one is allocated
+            buffer = torch.empty(count, dtype=dtype, device=self.device)
+            self._buffers[name] = buffer
+        return buffer[:count].view(shape)
 
 
 # --------------------------------------------------------------------------------------------- estimates
