@@ -15,7 +15,7 @@ from eomt.outputs.overlay import overlay, overlay_instances
 
 def awkward_masks(height: int, width: int, seed: int = 0) -> torch.Tensor:
     """Random blobs plus the cases RLE edges get wrong: empty, full, single corner pixels, whole first / last
-    column, a mask touching the bottom row only."""
+    column, whole columns with a gap at a column's top and bottom, a mask touching the bottom row only."""
     g = torch.Generator().manual_seed(seed)
     masks = [torch.rand((height, width), generator=g) > 0.7]
     blob = torch.zeros((height, width), dtype=torch.bool)
@@ -33,6 +33,10 @@ def awkward_masks(height: int, width: int, seed: int = 0) -> torch.Tensor:
     column = torch.zeros((height, width), dtype=torch.bool)
     column[:, -1] = True
     masks.append(column)
+    band = torch.zeros((height, width), dtype=torch.bool)  # full-height columns: runs go on across columns
+    band[:, width // 3:] = True
+    band[0, -1] = band[-1, width // 3] = False
+    masks.append(band)
     bottom = torch.zeros((height, width), dtype=torch.bool)
     bottom[-1, 2:5] = True
     masks.append(bottom)

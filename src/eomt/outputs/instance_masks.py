@@ -184,19 +184,35 @@ class InstanceMasks(Sequence):
                 for t, left, b, r in self.boxes()]
 
     def raw_rles(self) -> list[dict]:
-        """pycocotools compressed RLEs (bytes counts): `mask_utils.encode` of each full mask, pasted from its
-        crop into one reused column-major (H, W) buffer (cleared again after), so no (N, H, W) stack is made."""
+        """pycocotools compressed RLEs (bytes counts), the strings `mask_utils.encode` gives for each full
+        mask: the run lengths are read off the crop (see `_run_lengths`) and pycocotools writes the string, so
+        neither an (N, H, W) stack nor a full-size copy of any mask is made."""
         from pycocotools import mask as mask_utils  # only RLE output needs pycocotools
 
-        full = np.zeros((self.height, self.width, 1), dtype=np.uint8, order="F")
-        columns = torch.from_numpy(full[:, :, 0].T)  # (W, H), contiguous: the same memory
-        out = []
-        for i, ((h, w), (top, left)) in enumerate(zip(self._shapes, self.offsets, strict=True)):
-            window = columns[left:left + w, top:top + h]
-            window.copy_(torch.from_numpy(self._unpack(i)).t())  # torch's transposing copy: 4x numpy's
-            out.append(mask_utils.encode(full)[0])
-            window.zero_()
-        return out
+        size = [self.height, self.width]
+        return [mask_utils.frPyObjects({"counts": self._run_lengths(i), "size": size}, *size)
+                for i in range(len(self))]
+
+    def _run_lengths(self, index: int) -> np.ndarray:
+        """COCO's uncompressed counts of mask `index`: alternating runs of 0 and 1 over the image in
+        column-major order, starting with 0s. The runs change where a crop column changes value or enters or
+        leaves the crop; those positions are found on the row-major crop and sorted into column-major order."""
+        (h, w), (top, left) = self._shapes[index], self.offsets[index]
+        pixels = self.height * self.width
+        if h * w == 0:
+            return np.array([pixels], dtype=np.uint32)
+        crop = self._unpack(index)
+        changes = np.empty((h + 1, w), dtype=np.bool_)
+        changes[0], changes[h] = crop[0], crop[h - 1]
+        np.not_equal(crop[1:], crop[:-1], out=changes[1:h])
+        rows, cols = np.divmod(np.flatnonzero(changes), w)
+        edges = (left + cols) * self.height + top + rows
+        edges.sort()
+        if h == self.height:  # a run leaving a column's bottom goes on at the next column's top: one run
+            joined = np.flatnonzero(edges[1:] == edges[:-1])
+            edges = np.delete(edges, np.concatenate([joined, joined + 1]))
+        counts = np.diff(edges, prepend=0, append=pixels)
+        return (counts[:-1] if counts[-1] == 0 else counts).astype(np.uint32)
 
     def last_covering(self) -> torch.Tensor:
         """(H, W) int64: the index of the last instance covering each pixel, -1 where none does."""
