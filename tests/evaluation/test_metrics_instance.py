@@ -191,3 +191,18 @@ def test_merge_state_dict_round_trip():
         InstanceMetric(4).merge(whole)
     whole.reset()
     assert whole.records == []
+
+
+def test_an_image_with_more_than_255_objects():
+    """pycocotools' area() of more than 255 RLEs fails under numpy 2; crowded images (tiles, cells) have them."""
+    gt = torch.zeros(300, 40, 40, dtype=torch.bool)
+    for i in range(300):
+        gt[i, (i // 20) * 2:(i // 20) * 2 + 2, (i % 20) * 2:(i % 20) * 2 + 1 + i % 2] = True
+    labels, crowd = torch.zeros(300, dtype=torch.int64), torch.zeros(300, dtype=torch.int64)
+    image = (gt, labels, crowd, gt.clone(), labels.clone(), torch.rand(300, generator=torch.Generator().manual_seed(0)))
+    metric = InstanceMetric(1)
+    metric.update(0, *image)
+    ours = metric.compute()
+    for name, value in zip(STATS, direct_cocoeval({0: image}, [0]).stats, strict=True):
+        np.testing.assert_equal(ours[name], 100 * value if value > -1 else math.nan, err_msg=name)
+    assert ours["AP"] > 10

@@ -16,6 +16,7 @@ from eomt.outputs.coco_formats import (
     panoptic_to_rgb,
     rgb_to_panoptic,
 )
+from eomt.outputs.instance_masks import InstanceMasks
 
 # pycocotools' decode trips numpy 2's __array__ copy-keyword deprecation; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -170,3 +171,15 @@ def test_instance_results_coco_format():
     assert instance_results(np.zeros((0, 4, 4), dtype=bool), [], image_id=1) == []
     with pytest.raises(ValueError):
         instance_results(masks, infos[:2], image_id=1)
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_instance_results_of_more_than_255_instances(compact):
+    """pycocotools' area() of more than 255 RLEs at once fails under numpy 2; a tiled image can have thousands."""
+    masks = torch.zeros(600, 30, 40, dtype=torch.bool)
+    for i in range(600):
+        masks[i, i % 30, : 1 + i % 40] = True
+    info = [{"id": i, "label_id": 0, "score": 0.9} for i in range(600)]
+    results = instance_results(InstanceMasks.from_dense(masks) if compact else masks, info, "img")
+    assert [r["area"] for r in results] == [1 + i % 40 for i in range(600)]
+    assert results[599]["segmentation"] == encode_rle(masks[599])

@@ -128,6 +128,13 @@ def encode_rles(masks: torch.Tensor | np.ndarray | InstanceMasks) -> list[dict]:
     return [_rle_to_json(r) for r in _encode_many(m)]
 
 
+def rle_areas(rles: Sequence[dict]) -> np.ndarray:
+    """`mask_utils.area` of raw RLEs, 255 at a time: pycocotools sizes a uint8 array by their count, which
+    numpy 2 refuses above 255 (an image with 256 instances would fail)."""
+    parts = [mask_utils.area(list(rles[i:i + 255])) for i in range(0, len(rles), 255)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
+
+
 def _encode_many(m: np.ndarray) -> list[dict]:
     """(N, H, W) bool -> raw pycocotools RLEs (bytes counts)."""
     n, h, w = m.shape
@@ -320,7 +327,7 @@ def instance_results(
         return []
     raw = masks.raw_rles() if isinstance(masks, InstanceMasks) else _encode_many(m)
     # Area and box from the RLEs (cheap) rather than from another pass over the masks.
-    areas = mask_utils.area(raw).tolist()
+    areas = rle_areas(raw).tolist()
     boxes = mask_utils.toBbox(raw).tolist()
     rles = [_rle_to_json(r) for r in raw]
     out = []

@@ -41,6 +41,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ...outputs.coco_formats import rle_areas
 from .semantic import _distributed
 
 __all__ = ["InstanceMetric"]
@@ -207,7 +208,7 @@ class InstanceMetric:
             if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise ValueError(f"{what} must lie in [0, {self.num_classes}), got {labels.tolist()}")
         if gt_areas is None:
-            areas = mask_utils.area(gt_rles).astype(np.float64) if n else np.zeros(0)
+            areas = rle_areas(gt_rles).astype(np.float64) if n else np.zeros(0)
         else:
             areas = _vector(gt_areas, n, "gt_areas", np.float64)
         boxes = mask_utils.toBbox(gt_rles) if n else np.zeros((0, 4))
