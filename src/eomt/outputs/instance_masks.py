@@ -97,9 +97,14 @@ class InstanceMasks(Sequence):
                 left + array.shape[1] > self.width):
             raise ValueError(f"a crop of shape {tuple(array.shape)} at ({top}, {left}) does not fit a "
                              f"{self.height}x{self.width} image")
-        self._packed.append(pack_mask(array))
-        self._shapes.append((int(array.shape[0]), int(array.shape[1])))
-        self._areas.append(int(np.count_nonzero(array)))
+        self.add_packed(pack_mask(array), (int(array.shape[0]), int(array.shape[1])), int(np.count_nonzero(array)),
+                        top, left)
+
+    def add_packed(self, packed: np.ndarray, shape: tuple[int, int], area: int, top: int, left: int) -> None:
+        """Add one mask already packed (`pack_mask` of its (h, w) crop holding `area` pixels), taken as it is."""
+        self._packed.append(packed)
+        self._shapes.append(shape)
+        self._areas.append(area)
         self.offsets.append((top, left))
         self._dense = None
 
@@ -151,10 +156,7 @@ class InstanceMasks(Sequence):
         """The masks at `indices` (repeats allowed), sharing this object's packed crops (never modified)."""
         out = InstanceMasks(self.height, self.width)
         for i in indices:
-            out._packed.append(self._packed[i])
-            out._shapes.append(self._shapes[i])
-            out._areas.append(self._areas[i])
-            out.offsets.append(self.offsets[i])
+            out.add_packed(self._packed[i], self._shapes[i], self._areas[i], *self.offsets[i])
         return out
 
     def __iter__(self) -> Iterator[torch.Tensor]:

@@ -38,7 +38,7 @@ float map of -1 for panoptic images with no kept query); instance results also c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,7 +47,10 @@ import torch.nn.functional as F
 from eomt.processing.memory import BAND_BYTES, MemoryBudget, MemoryBudgetError, Scratch, fit_hint, format_size
 from eomt.processing.sizes import resized_size, size_pair
 
-__all__ = ["instance_segmentation", "panoptic_segmentation", "semantic_segmentation"]
+if TYPE_CHECKING:
+    from eomt.outputs.instance_masks import InstanceMasks
+
+__all__ = ["instance_masks", "instance_segmentation", "panoptic_segmentation", "semantic_segmentation"]
 
 # --------------------------------------------------------------------------------------- helpers
 
@@ -750,6 +753,31 @@ def instance_segmentation(
     N x H x W stack is ever made). `max_memory` (bytes, "2GB", a `MemoryBudget`; default automatic) sizes the
     chunks of queries upsampled at once; the result does not depend on it.
     """
+    results = []
+    for masks, segments in instance_masks(mask_logits, class_logits, target_sizes, size, threshold, mode, top_k,
+                                          stuff_classes, max_memory):
+        segmentation = masks.last_covering().to(mask_logits.device)
+        results.append({"segmentation": segmentation, "segments_info": segments,
+                        "masks": masks if compact else masks.dense().to(mask_logits.device)})
+    return results
+
+
+@torch.no_grad()
+def instance_masks(
+    mask_logits: torch.Tensor,
+    class_logits: torch.Tensor,
+    target_sizes: Sequence[Sequence[int]] | torch.Tensor,
+    size: dict[str, int],
+    threshold: float = 0.8,
+    mode: str = "threshold",
+    top_k: int = 100,
+    stuff_classes: Sequence[int] | None = None,
+    max_memory: int | str | MemoryBudget | None = None,
+) -> list[tuple[InstanceMasks, list[dict[str, Any]]]]:
+    """Per image (masks as `InstanceMasks`, segments_info) of `instance_segmentation`, without the
+    last-covering map (tiling merges windows' masks and makes one map for the whole image)."""
+    from ..outputs.instance_masks import InstanceMasks
+
     if mode not in ("threshold", "topk"):
         raise ValueError(f"mode must be 'threshold' or 'topk', got {mode!r}")
     if mode == "topk" and top_k < 1:
@@ -765,11 +793,7 @@ def instance_segmentation(
         things = torch.tensor([c for c in range(num_classes) if c not in stuff], dtype=torch.long, device=device)
         class_probs, num_classes = class_probs[..., things], len(things)
         if num_classes == 0:  # every class is stuff: no instance anywhere
-            from ..outputs.instance_masks import InstanceMasks
-
-            return [{"segmentation": torch.full(tuple(t), -1, dtype=torch.long, device=device), "segments_info": [],
-                     "masks": InstanceMasks(*t) if compact else torch.zeros((0, *t), dtype=torch.bool, device=device)}
-                    for t in sizes]
+            return [(InstanceMasks(*t), []) for t in sizes]
 
     budget = MemoryBudget.of(max_memory, device)
     results = []
@@ -782,7 +806,5 @@ def instance_segmentation(
             {"id": j, "label_id": label, "score": round(score, 6)}
             for j, (label, score) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True))
         ]
-        segmentation = masks.last_covering().to(device)
-        results.append({"segmentation": segmentation, "segments_info": segments,
-                        "masks": masks if compact else masks.dense().to(device)})
+        results.append((masks, segments))
     return results

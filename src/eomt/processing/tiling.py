@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..outputs.instance_masks import pack_mask, tight_crop, unpack_mask
+from ..outputs.instance_masks import InstanceMasks, pack_mask, tight_crop, unpack_mask
 from . import postprocess
 from .sizes import resized_size
 
@@ -214,11 +214,10 @@ class SemanticMerger:
 
 
 @dataclass
-class Part:
-    """One window's segment in image coordinates: a tight crop of its mask at (top, left), kept bit-packed
-    (instance parts overlap: a window of 640 x 640 may hold a hundred of them)."""
+class Instance:
+    """A segment in image coordinates: its class, score and a tight crop of its mask at (top, left), kept
+    bit-packed (instance segments overlap: a window of 640 x 640 may hold a hundred of them)."""
 
-    window: int
     label: int
     score: float
     top: int
@@ -226,12 +225,6 @@ class Part:
     shape: tuple[int, int]  # (h, w) of the crop
     packed: np.ndarray  # `pack_mask` of the crop
     area: int
-    key: int = -1  # panoptic: the part's index among all windows' segments
-
-    @classmethod
-    def of(cls, window: int, label: int, score: float, top: int, left: int, crop: Tensor) -> Part:
-        return cls(window, int(label), float(score), top, left, (int(crop.shape[0]), int(crop.shape[1])),
-                   pack_mask(crop), int(crop.sum()))
 
     @property
     def mask(self) -> Tensor:
@@ -247,12 +240,21 @@ class Part:
         return self.left + self.shape[1]
 
 
+@dataclass
+class Part(Instance):
+    """One window's segment, before merging with the other windows' parts of the same object."""
+
+    window: int = -1
+    key: int = -1  # panoptic: the part's index among all windows' segments
+
+
 def _part(window: Window, label: int, score: float, mask: Tensor) -> Part | None:
     """The part of a (h, w) window mask, or None when the mask is empty."""
     y0, x0, crop = tight_crop(mask)
     if crop.numel() == 0:
         return None
-    return Part.of(window.index, label, score, window.top + y0, window.left + x0, crop)
+    return Part(int(label), float(score), window.top + y0, window.left + x0, (int(crop.shape[0]), int(crop.shape[1])),
+                pack_mask(crop), int(crop.sum()), window=window.index)
 
 
 def _in_box(part: Part, box: tuple[int, int, int, int]) -> Tensor:
@@ -307,19 +309,31 @@ def _matches(plan: TilePlan, parts: list[Part]) -> list[tuple[int, int]]:
                 continue
             near_a = [i for i in by_window.get(a.index, []) if _touches(parts[i], strips[0])]
             near_b = [j for j in by_window.get(b.index, []) if _touches(parts[j], strips[1])]
-            for i in near_a:
-                for j in near_b:
-                    if parts[i].label != parts[j].label:
-                        continue
-                    box_a, box_b = strips
-                    if box_a == box_b:  # only the part of the strip either mask reaches
-                        p, q = parts[i], parts[j]
-                        box_a = box_b = (max(box_a[0], min(p.top, q.top)), max(box_a[1], min(p.left, q.left)),
-                                         min(box_a[2], max(p.bottom, q.bottom)), min(box_a[3], max(p.right, q.right)))
-                    mask_a, mask_b = _in_box(parts[i], box_a), _in_box(parts[j], box_b)
-                    union = int((mask_a | mask_b).sum())
-                    if union and int((mask_a & mask_b).sum()) >= MATCH_IOU * union:
-                        pairs.append((i, j))
+            for label in {parts[i].label for i in near_a} & {parts[j].label for j in near_b}:
+                ids_a = [i for i in near_a if parts[i].label == label]
+                ids_b = [j for j in near_b if parts[j].label == label]
+                pairs += _strip_matches(parts, ids_a, ids_b, strips)
+    return pairs
+
+
+def _strip_matches(parts: list[Part], ids_a: list[int], ids_b: list[int],
+                   strips: tuple[tuple[int, int, int, int], tuple[int, int, int, int]]) -> list[tuple[int, int]]:
+    """The pairs (i in ids_a, j in ids_b) whose masks have IoU >= MATCH_IOU on their strips: each part's
+    strip mask is unpacked once, and the pixel counts of all pairs come from one product (of 0/1 values: the
+    sums are whole numbers, exact in float32 below 2^24 pixels, in float64 above)."""
+    pixels = (strips[0][2] - strips[0][0]) * (strips[0][3] - strips[0][1])
+    dtype = torch.float32 if pixels < 2 ** 24 else torch.float64
+    mask_b = torch.stack([_in_box(parts[j], strips[1]).flatten() for j in ids_b]).to(dtype)
+    area_b = mask_b.sum(1)
+    rows = max(1, (64 << 20) // (pixels * mask_b.element_size()))  # parts of a at a time: 64 MB of their masks
+    pairs = []
+    for start in range(0, len(ids_a), rows):
+        chunk = ids_a[start:start + rows]
+        mask_a = torch.stack([_in_box(parts[i], strips[0]).flatten() for i in chunk]).to(dtype)
+        common = mask_a @ mask_b.T
+        union = mask_a.sum(1)[:, None] + area_b[None, :] - common
+        matched = (union > 0) & (common.double() >= MATCH_IOU * union.double())
+        pairs += [(chunk[i], ids_b[j]) for i, j in matched.nonzero().tolist()]
     return pairs
 
 
@@ -350,20 +364,12 @@ def _mean_score(parts: list[Part]) -> float:
     return round(sum(p.score * p.area for p in parts) / sum(p.area for p in parts), 6)
 
 
-@dataclass
-class Instance:
-    """A merged instance: its class, score and mask crop at (top, left) in image coordinates."""
-
-    label: int
-    score: float
-    top: int
-    left: int
-    mask: Tensor
-
-
 def _merge_instance(plan: TilePlan, parts: list[Part]) -> Instance | None:
     """One object from its parts: each pixel is decided by the part of the window owning it, or, where that
-    window holds no part of the object, by any part covering it."""
+    window holds no part of the object, by any part covering it (a part alone is the object as it is)."""
+    if len(parts) == 1:
+        p = parts[0]
+        return Instance(p.label, p.score, p.top, p.left, p.shape, p.packed, p.area)
     top, left = min(p.top for p in parts), min(p.left for p in parts)
     bottom, right = max(p.bottom for p in parts), max(p.right for p in parts)
     mask = torch.zeros((bottom - top, right - left), dtype=torch.bool)
@@ -373,15 +379,18 @@ def _merge_instance(plan: TilePlan, parts: list[Part]) -> Instance | None:
         decides = (owner == p.window) | ~torch.isin(owner, windows)
         mask[p.top - top:p.bottom - top, p.left - left:p.right - left] |= p.mask & decides
     y0, x0, crop = tight_crop(mask)
-    return None if crop.numel() == 0 else Instance(parts[0].label, _mean_score(parts), top + y0, left + x0, crop)
+    if crop.numel() == 0:
+        return None
+    return Instance(parts[0].label, _mean_score(parts), top + y0, left + x0, (int(crop.shape[0]), int(crop.shape[1])),
+                    pack_mask(crop), int(crop.sum()))
 
 
 def instance_post(instances: list[Instance], image_hw: tuple[int, int]) -> dict:
     """The instance post-processing dict ("segmentation", "segments_info", "masks") of merged instances, as
     the predictor's result is built from it; "masks" are the instances' crops (`InstanceMasks`), no stack."""
-    from ..outputs.instance_masks import InstanceMasks
-
-    masks = InstanceMasks(*image_hw, [inst.mask for inst in instances], [(inst.top, inst.left) for inst in instances])
+    masks = InstanceMasks(*image_hw)
+    for inst in instances:
+        masks.add_packed(inst.packed, inst.shape, inst.area, inst.top, inst.left)
     info = [{"id": i, "label_id": inst.label, "score": inst.score} for i, inst in enumerate(instances)]
     # the last instance covering a pixel, as untiled results
     return {"segmentation": masks.last_covering(), "segments_info": info, "masks": masks}
@@ -401,15 +410,14 @@ class InstanceMerger:
         self.parts: list[Part] = []
 
     def add(self, windows: Sequence[Window], mask_logits: Tensor, class_logits: Tensor) -> None:
-        posts = postprocess.instance_segmentation(mask_logits, class_logits, [w.hw for w in windows], self.size,
-                                                  compact=True, **self.options)
-        for window, post in zip(windows, posts, strict=True):
-            masks = post["masks"]
-            for info, (top, left), shape, packed, area in zip(post["segments_info"], masks.offsets, masks.shapes,
-                                                               masks.packed, masks.areas(), strict=True):
+        posts = postprocess.instance_masks(mask_logits, class_logits, [w.hw for w in windows], self.size,
+                                           **self.options)
+        for window, (masks, segments) in zip(windows, posts, strict=True):
+            for info, (top, left), shape, packed, area in zip(segments, masks.offsets, masks.shapes, masks.packed,
+                                                               masks.areas(), strict=True):
                 if area:  # an empty window mask (topk) has no place in the image
-                    self.parts.append(Part(window.index, int(info["label_id"]), float(info["score"]),
-                                           window.top + top, window.left + left, shape, packed, area))
+                    self.parts.append(Part(int(info["label_id"]), float(info["score"]), window.top + top,
+                                           window.left + left, shape, packed, area, window=window.index))
 
     def instances(self) -> list[Instance]:
         """The merged instances, in the order of their first part (window by window), or by score for topk."""
@@ -449,8 +457,8 @@ class PanopticMerger:
                 mask = local == info["id"]
                 if info["label_id"] in self.stuff:
                     no_mask = np.zeros(0, dtype=np.uint8)
-                    part = Part(window.index, info["label_id"], info["score"], 0, 0, (0, 0), no_mask,
-                                int(mask.sum()))
+                    part = Part(info["label_id"], info["score"], 0, 0, (0, 0), no_mask, int(mask.sum()),
+                                window=window.index)
                 else:
                     part = _part(window, info["label_id"], info["score"], mask)
                 part.key = key
