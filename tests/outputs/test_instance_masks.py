@@ -73,6 +73,18 @@ def test_crops_are_tight_and_indexing_reads_as_the_stack():
         InstanceMasks(10, 10, [torch.ones((4, 4), dtype=torch.bool)], [(8, 0)])
 
 
+def test_loose_crops_are_trimmed_so_boxes_are_those_of_the_rles():
+    dense = awkward_masks(30, 20, seed=4)
+    loose = InstanceMasks(30, 20)
+    for mask in dense:  # whole masks, and crops with empty margins, given as they are
+        loose.add_crop(mask, 0, 0)
+    assert loose.crops[1].shape == (30 // 2 - 30 // 4, 20 - 2 - 20 // 3) and loose.offsets[1] == (7, 6)
+    assert loose.shapes[2] == (0, 0) and loose.offsets[2] == (0, 0)
+    assert torch.equal(loose.dense(), dense)
+    info = [{"id": i, "label_id": 0, "score": 0.5} for i in range(len(dense))]
+    assert instance_results(loose, info, "img") == instance_results(dense, info, "img")
+
+
 def test_masks_are_kept_packed_and_do_not_follow_their_source():
     dense = awkward_masks(64, 48, seed=5)
     compact = InstanceMasks.from_dense(dense.clone())

@@ -325,10 +325,11 @@ def instance_results(
         raise ValueError(f"{count} masks but {len(segments_info)} segments")
     if count == 0:
         return []
-    raw = masks.raw_rles() if isinstance(masks, InstanceMasks) else _encode_many(m)
-    # Area and box from the RLEs (cheap) rather than from another pass over the masks.
-    areas = rle_areas(raw).tolist()
-    boxes = mask_utils.toBbox(raw).tolist()
+    if isinstance(masks, InstanceMasks):  # tight crops: their areas and boxes are those of the RLEs
+        raw, areas, boxes = masks.raw_rles(), masks.areas(), masks.coco_boxes()
+    else:  # area and box from the RLEs (cheap) rather than from another pass over the masks
+        raw = _encode_many(m)
+        areas, boxes = rle_areas(raw).tolist(), mask_utils.toBbox(raw).tolist()
     rles = [_rle_to_json(r) for r in raw]
     out = []
     for info, rle, box, area in zip(segments_info, rles, boxes, areas, strict=True):

@@ -89,7 +89,8 @@ class InstanceMasks(Sequence):
         return list(self._packed)
 
     def add_crop(self, crop: torch.Tensor | np.ndarray, top: int, left: int) -> None:
-        """Add one mask given as its crop (taken as it is, tight or not) lying at (top, left) of the image."""
+        """Add one mask given as its crop lying at (top, left) of the image; a crop with empty border rows or
+        columns is trimmed to its tight box (boxes are read off the crops)."""
         array = crop.cpu().numpy() if isinstance(crop, torch.Tensor) else np.asarray(crop)
         array = array if array.dtype == np.bool_ else array != 0
         top, left = int(top), int(left)
@@ -97,6 +98,12 @@ class InstanceMasks(Sequence):
                 left + array.shape[1] > self.width):
             raise ValueError(f"a crop of shape {tuple(array.shape)} at ({top}, {left}) does not fit a "
                              f"{self.height}x{self.width} image")
+        if array.size and not (array[0].any() and array[-1].any() and array[:, 0].any() and array[:, -1].any()):
+            y0, x0, tight = tight_crop(torch.from_numpy(array))
+            array = tight.numpy()
+            top, left = top + y0, left + x0
+        if array.size == 0:
+            top = left = 0
         self.add_packed(pack_mask(array), (int(array.shape[0]), int(array.shape[1])), int(np.count_nonzero(array)),
                         top, left)
 
