@@ -329,3 +329,8 @@ def _finish(writing: tuple[PlannedImage, Future] | None, counts: ProcessCounts) 
         counts.done += 1
     except (OSError, ValueError) as exc:  # ValueError: e.g. a name or value the encoders cannot take
         counts.fail(item.path, f"cannot write results ({exc})")
+    except (MemoryError, RuntimeError) as exc:  # the files of a huge result (tens of thousands of instances)
+        if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
+            raise
+        counts.fail(item.path, "out of memory writing its result files (nothing of it was written); "
+                               f"try a larger --tile or fewer instances (a higher --threshold) ({type(exc).__name__})")
