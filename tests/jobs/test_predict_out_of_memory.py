@@ -60,3 +60,4 @@ def test_an_image_whose_files_do_not_fit_in_memory_fails_alone(tmp_path, monkeyp
     assert "\n" not in failure["reason"]
     assert (tmp_path / "out" / "small.png").is_file() and not (tmp_path / "out" / "huge.png").exists()
     assert (tmp_path / "out" / "summary.json").is_file()
+    assert "`tile`" in failure["reason"]  # the Python argument: the CLI turns it into its flag

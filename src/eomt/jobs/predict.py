@@ -333,4 +333,4 @@ def _finish(writing: tuple[PlannedImage, Future] | None, counts: ProcessCounts) 
         if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
             raise
         counts.fail(item.path, "out of memory writing its result files (nothing of it was written); "
-                               f"try a larger --tile or fewer instances (a higher --threshold) ({type(exc).__name__})")
+                               f"try a larger `tile` or fewer instances (a higher `threshold`) ({type(exc).__name__})")
