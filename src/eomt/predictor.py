@@ -371,7 +371,10 @@ class Segmenter:
 
     def _semantic(self, label_map: Tensor) -> Prediction:
         label_map = label_map.long()
-        ids = torch.unique(label_map).tolist()
+        if label_map.numel() and int(label_map.min()) >= 0:  # class ids: counts, not unique's sorted copy
+            ids = torch.bincount(label_map.flatten()).nonzero().flatten().tolist()
+        else:
+            ids = torch.unique(label_map).tolist()
         areas, boxes = _areas_and_boxes(label_map, ids)
         segments = [Segment(i, i, self._label(i), None, a, b, False) for i, a, b in zip(ids, areas, boxes, strict=True)]
         return Prediction("semantic", label_map.cpu(), segments, id2label=self.id2label)

@@ -202,6 +202,26 @@ def test_semantic_sliding_windows_streamed_equals_dense(target):
         assert torch.equal(ours, expected)
 
 
+@pytest.mark.parametrize("band", [1, 5, 64])
+@pytest.mark.parametrize("target", [(64, 300), (300, 64)])
+def test_semantic_window_products_by_bands_of_rows_equal_the_whole_product(target, band, monkeypatch):
+    """The canvas is summed from each window's product a band of rows at a time: the scores (not only the
+    argmax) are those of one product per window."""
+    from eomt.processing.sizes import window_starts
+
+    canvas = resized_size(*target, SLIDING["shortest_edge"])
+    starts = window_starts(max(canvas), SLIDING["shortest_edge"])
+    mask_logits, class_logits = confident_logits(24, 11, seed=9, batch=len(starts))
+    offsets = [(0, s, s + 64) for s in starts]
+    expected = dense_semantic(mask_logits, class_logits, target, SLIDING)
+    whole = [semantic_segmentation(mask_logits, class_logits, [target], SLIDING, patch_offsets=offsets,
+                                   return_scores=True)[0]]
+    monkeypatch.setattr(postprocess, "_window_band", lambda *args: band)
+    (ours, scores) = semantic_segmentation(mask_logits, class_logits, [target], SLIDING, patch_offsets=offsets,
+                                           return_scores=True)[0]
+    assert torch.equal(ours, expected) and torch.equal(scores, whole[0][1])
+
+
 def test_semantic_ties_go_to_the_first_class():
     """Quantised scores make many exact ties between classes: the first one wins, streamed or not."""
     mask_logits, class_logits = confident_logits(16, 9, seed=3)

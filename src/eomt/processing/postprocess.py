@@ -261,14 +261,29 @@ def _semantic_canvas(
     device, dtype = mask_logits.device, weights.dtype
     scores = torch.zeros((channels, *canvas_hw), device=device, dtype=dtype)
     count = torch.zeros(canvas_hw, device=device, dtype=dtype)
+    band = _window_band(channels, window_hw, device)
     for row, (start, end) in zip(rows, placement, strict=True):
-        p = _window_probs(mask_logits[row], window_hw)
-        window = (weights[row].T @ p.flatten(1)).view(channels, *p.shape[1:])
-        del p
-        scores.narrow(axis + 1, start, end - start).add_(window)
+        _add_window(scores.narrow(axis + 1, start, end - start), weights[row].T,
+                    _window_probs(mask_logits[row], window_hw), band)
         count.narrow(axis, start, end - start).add_(1)
-        del window
     return scores.div_(count.clamp(min=1))
+
+
+def _add_window(region: torch.Tensor, weights: torch.Tensor, probs: torch.Tensor, band: int) -> None:
+    """region (C, h, w) += weights (C, Q) @ probs (Q, h, w), `band` rows of the product at a time (no (C, h, w)
+    window beside the canvas)."""
+    for top in range(0, probs.shape[1], band):
+        part = probs[:, top:top + band]
+        region[:, top:top + band].add_((weights @ part.flatten(1)).view(region.shape[0], *part.shape[1:]))
+
+
+def _window_band(channels: int, window_hw: tuple[int, int], device: torch.device) -> int:
+    """Window rows per product of a sliding-window canvas: about 16 MB of scores on CPU, where the rows of a
+    product do not change with the columns given (the sum over queries runs in the same order); the whole window
+    on other devices, whose libraries choose a kernel (and a summation order) by the product's shape."""
+    if device.type != "cpu":
+        return window_hw[0]
+    return max(1, min(window_hw[0], (16 << 20) // (4 * channels * window_hw[1])))
 
 
 def _semantic_candidates(scores: torch.Tensor, target: tuple[int, int], budget: MemoryBudget) -> torch.Tensor:
@@ -306,9 +321,11 @@ def _resized_argmax(scores: torch.Tensor, candidates: torch.Tensor, target: tupl
     out = torch.zeros(target, dtype=torch.long, device=device)
     best = torch.full(target, -torch.inf, dtype=scores.dtype, device=device)
     chunk = budget.chunk(4 * height * width, candidates.numel(), fixed)
+    scratch = Scratch(device)  # every chunk resized into the same memory (no fresh pages per chunk)
     for start in range(0, candidates.numel(), chunk):
         ids = candidates[start:start + chunk]
-        resized = _resize(scores[ids][None], target)[0]
+        resized = _resize(scores[ids][None], target,
+                          scratch.take("resized", (1, ids.numel(), *target), scores.dtype))[0]
         band = _bands(height, 4 * ids.numel() * width)
         for top in range(0, height, band):
             part = resized[:, top:top + band]
@@ -317,7 +334,6 @@ def _resized_argmax(scores: torch.Tensor, candidates: torch.Tensor, target: tupl
             better = value > best[top:top + band]
             best[top:top + band] = torch.where(better, value, best[top:top + band])
             out[top:top + band] = torch.where(better, ids[local], out[top:top + band])
-        del resized
     return out
 
 
