@@ -214,12 +214,12 @@ def test_semantic_window_products_by_bands_of_rows_equal_the_whole_product(targe
     mask_logits, class_logits = confident_logits(24, 11, seed=9, batch=len(starts))
     offsets = [(0, s, s + 64) for s in starts]
     expected = dense_semantic(mask_logits, class_logits, target, SLIDING)
-    whole = [semantic_segmentation(mask_logits, class_logits, [target], SLIDING, patch_offsets=offsets,
-                                   return_scores=True)[0]]
+    _, whole = semantic_segmentation(mask_logits, class_logits, [target], SLIDING, patch_offsets=offsets,
+                                     return_scores=True)[0]
     monkeypatch.setattr(postprocess, "_window_band", lambda *args: band)
-    (ours, scores) = semantic_segmentation(mask_logits, class_logits, [target], SLIDING, patch_offsets=offsets,
-                                           return_scores=True)[0]
-    assert torch.equal(ours, expected) and torch.equal(scores, whole[0][1])
+    ours, scores = semantic_segmentation(mask_logits, class_logits, [target], SLIDING, patch_offsets=offsets,
+                                         return_scores=True)[0]
+    assert torch.equal(ours, expected) and torch.equal(scores, whole)
 
 
 def test_semantic_ties_go_to_the_first_class():
