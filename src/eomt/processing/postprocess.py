@@ -677,8 +677,9 @@ def _instance_chunks(logits: torch.Tensor, candidates: torch.Tensor, size: dict[
 def _tight_crops(masks: torch.Tensor) -> list[tuple[int, int, np.ndarray]]:
     """`tight_crop` of each of the (n, H, W) bool masks, as numpy views into them (numpy: one thread, torch would
     wake its pool for each crop), with the row and column occupancy of the whole chunk found in two reductions
-    rather than two per mask."""
-    rows_any, cols_any = masks.any(2).cpu(), masks.any(1).cpu()
+    rather than two per mask (as uint8 maxima: 10-18x faster than torch's boolean any on CPU)."""
+    as_bytes = masks.view(torch.uint8)
+    rows_any, cols_any = as_bytes.amax(2).bool().cpu(), as_bytes.amax(1).bool().cpu()
     array = masks.cpu().numpy()
     out = []
     for mask, row_any, col_any in zip(array, rows_any, cols_any, strict=True):
