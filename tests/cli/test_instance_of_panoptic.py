@@ -55,8 +55,11 @@ def test_segmenter_drops_recorded_stuff_in_instance_mode(panoptic_model):
     all_instances = every_class.predict(photo, task="instance", threshold=0.5)
     assert any(s.label_id in STUFF for s in all_instances.segments)  # the case exists on this model
     assert instances.segments and all(s.label_id not in STUFF and s.isthing for s in instances.segments)
-    assert [(s.label_id, s.score) for s in instances.segments] == [
-        (s.label_id, s.score) for s in all_instances.segments if s.label_id not in STUFF]
+    # the same instances; a score may differ in its last float32 digit, because torch sums a different number
+    # of candidate masks' rows at once (its CPU summation order depends on the rows and the SIMD width)
+    things = [s for s in all_instances.segments if s.label_id not in STUFF]
+    assert [s.label_id for s in instances.segments] == [s.label_id for s in things]
+    assert [s.score for s in instances.segments] == pytest.approx([s.score for s in things], rel=1e-5)
 
 
 def test_predict_command_writes_no_stuff_instances(panoptic_model, tmp_path):
