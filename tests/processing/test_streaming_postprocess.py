@@ -293,7 +293,7 @@ def test_panoptic_per_query_bands_do_not_change_the_result(band_pixels, monkeypa
     mask_logits, class_logits = confident_logits(40, 9, seed=11)
     target = (90, 333)
     expected_map, expected_segments = dense_panoptic(mask_logits, class_logits, target, PADDED, stuff=(0,))
-    monkeypatch.setattr(postprocess, "_CACHE_PIXELS", band_pixels)
+    monkeypatch.setattr(postprocess, "_band_pixels", lambda: band_pixels)
     (ours,) = panoptic_segmentation(mask_logits, class_logits, [target], PADDED, stuff_classes=[0])
     assert torch.equal(ours["segmentation"], expected_map) and ours["segments_info"] == expected_segments
 
