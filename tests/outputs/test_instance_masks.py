@@ -61,6 +61,24 @@ def test_rles_boxes_and_areas_equal_those_of_the_dense_stack(hw):
     assert torch.equal(compact.last_covering(), last)
 
 
+@pytest.mark.parametrize("count", [12, 300])  # ranks held in uint8, then in uint16
+def test_last_covering_and_paint_order_keep_the_last_instance_of_each_pixel(count):
+    g = torch.Generator().manual_seed(count)
+    dense = torch.zeros((count, 30, 40), dtype=torch.bool)
+    for i in range(count):  # overlapping boxes of random size and place, a few of them empty
+        y, x = torch.randint(0, 30, (2,), generator=g).tolist(), torch.randint(0, 40, (2,), generator=g).tolist()
+        dense[i, min(y):max(y), min(x):max(x)] = torch.rand((max(y) - min(y), max(x) - min(x)), generator=g) > 0.3
+    compact = InstanceMasks.from_dense(dense)
+    last = torch.full((30, 40), -1, dtype=torch.long)
+    for i, mask in enumerate(dense):
+        last[mask] = i
+    assert torch.equal(compact.last_covering(), last)
+    order = torch.randperm(count, generator=g).tolist()
+    ranks = np.zeros((30, 40), dtype=np.int64)
+    for rank, i in enumerate(order, 1):
+        ranks[dense[i].numpy()] = rank
+    assert np.array_equal(compact.paint_order(order), ranks)
+
 def test_crops_are_tight_and_indexing_reads_as_the_stack():
     dense = awkward_masks(30, 20, seed=3)
     compact = InstanceMasks.from_dense(dense)

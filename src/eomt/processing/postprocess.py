@@ -671,8 +671,9 @@ def _instance_chunks(logits: torch.Tensor, candidates: torch.Tensor, size: dict[
     for start in range(0, candidates.numel(), chunk):
         ids = candidates[start:start + chunk]
         values = _masks_at_target(logits[ids], size, target, scratch)
-        masks = torch.gt(values, 0, out=scratch.take("above", values.shape, torch.bool))
-        inside = torch.gt(values, 0, out=scratch.take("inside", values.shape, values.dtype)).flatten(1)
+        inside = torch.gt(values, 0, out=scratch.take("inside", values.shape, values.dtype))
+        masks = scratch.take("above", values.shape, torch.bool).copy_(inside)  # a float-to-bool copy: faster on
+        inside = inside.flatten(1)  # CPU than a second comparison into bool
         weighted = values.sigmoid_().flatten(1).mul_(inside)
         area = _row_sums(inside, whole)
         mean = _row_sums(weighted, whole) / (area + 1e-6)
