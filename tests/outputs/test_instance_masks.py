@@ -61,8 +61,23 @@ def test_rles_boxes_and_areas_equal_those_of_the_dense_stack(hw):
     assert torch.equal(compact.last_covering(), last)
 
 
+def test_rles_encoded_on_several_threads_equal_pycocotools(monkeypatch):
+    """Large crops are encoded on a thread pool; the strings and their order are those of the serial path."""
+    import eomt.outputs.instance_masks as instance_masks
+
+    dense = awkward_masks(37, 23, seed=3)
+    expected = mask_utils.encode(np.asfortranarray(dense.numpy().transpose(1, 2, 0).astype(np.uint8)))
+    monkeypatch.setattr(instance_masks, "_PARALLEL_PIXELS", 0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert [r["counts"] for r in InstanceMasks.from_dense(dense).raw_rles()] == [r["counts"] for r in expected]
+
+@pytest.mark.parametrize("threads", [1, 3])  # one pass, then bands of rows painted on a thread pool
 @pytest.mark.parametrize("count", [12, 300])  # ranks held in uint8, then in uint16
-def test_last_covering_and_paint_order_keep_the_last_instance_of_each_pixel(count):
+def test_last_covering_and_paint_order_keep_the_last_instance_of_each_pixel(count, threads, monkeypatch):
+    import eomt.outputs.instance_masks as instance_masks
+
+    monkeypatch.setattr(instance_masks, "_PARALLEL_PIXELS", 0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     g = torch.Generator().manual_seed(count)
     dense = torch.zeros((count, 30, 40), dtype=torch.bool)
     for i in range(count):  # overlapping boxes of random size and place, a few of them empty

@@ -10,11 +10,14 @@ writers need without it: areas, COCO boxes, COCO RLEs (made from the crops' colu
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 __all__ = ["InstanceMasks", "pack_mask", "tight_crop", "unpack_mask"]
+
+_PARALLEL_PIXELS = 1 << 22  # crop pixels from which RLEs are encoded on several threads (below: the pool costs more)
 
 
 def pack_mask(mask: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -195,12 +198,20 @@ class InstanceMasks(Sequence):
     def raw_rles(self) -> list[dict]:
         """pycocotools compressed RLEs (bytes counts), the strings `mask_utils.encode` gives for each full
         mask: the run lengths are read off the crop (see `_run_lengths`) and pycocotools writes the string, so
-        neither an (N, H, W) stack nor a full-size copy of any mask is made."""
+        neither an (N, H, W) stack nor a full-size copy of any mask is made. Large crops are encoded on torch's
+        number of threads (numpy's passes release the GIL: 84 masks of a 12 MP photo, 1.7 s -> 0.9 s on 2 cores)."""
         from pycocotools import mask as mask_utils  # only RLE output needs pycocotools
 
         size = [self.height, self.width]
-        return [mask_utils.frPyObjects({"counts": self._run_lengths(i), "size": size}, *size)
-                for i in range(len(self))]
+
+        def encode(index: int) -> dict:
+            return mask_utils.frPyObjects({"counts": self._run_lengths(index), "size": size}, *size)
+
+        workers = min(len(self), torch.get_num_threads())
+        if workers < 2 or sum(h * w for h, w in self._shapes) < _PARALLEL_PIXELS:
+            return [encode(i) for i in range(len(self))]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(encode, range(len(self))))
 
     def _run_lengths(self, index: int) -> np.ndarray:
         """COCO's uncompressed counts of mask `index`: alternating runs of 0 and 1 over the image in
@@ -235,22 +246,44 @@ class InstanceMasks(Sequence):
         none does; of the smallest unsigned dtype holding len(order).
 
         Each crop is painted as maximum(map, crop x rank), ranks rising along `order`: two vectorised numpy
-        passes over the crop (numpy: one thread, no wake-up of torch's pool per mask), 2-4x faster than a masked
-        copy into an int64 map."""
+        passes over the crop, 2-4x faster than a masked copy into an int64 map. Large maps are painted in bands
+        of rows on torch's number of threads (numpy's passes release the GIL), each band unpacking only its rows."""
         count = len(order)
         dtype = np.uint8 if count < 256 else np.uint16 if count < 65536 else np.uint32
         ranks = np.zeros((self.height, self.width), dtype=dtype)
-        largest = max((h * w for h, w in self._shapes), default=0)
-        scratch = np.empty(largest, dtype=dtype)
+        workers = min(self.height, torch.get_num_threads())
+        if workers < 2 or sum(h * w for h, w in self._shapes) < _PARALLEL_PIXELS:
+            self._paint_rows(order, ranks, 0, self.height)
+            return ranks
+        bounds = [self.height * k // workers for k in range(workers + 1)]
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda k: self._paint_rows(order, ranks, bounds[k], bounds[k + 1]), range(workers)))
+        return ranks
+
+    def _paint_rows(self, order: Sequence[int], ranks: np.ndarray, first: int, stop: int) -> None:
+        """`paint_order` of the image rows first..stop - 1 into `ranks`."""
+        scratch = np.empty(0, dtype=ranks.dtype)
         for rank, index in enumerate(order, 1):
             (h, w), (top, left) = self._shapes[index], self.offsets[index]
-            if h * w == 0:
+            a, b = max(first, top) - top, min(stop, top + h) - top  # the crop's rows inside the band
+            if b <= a or w == 0:
                 continue
-            painted = np.multiply(self._unpack(index).view(np.uint8), dtype(rank), out=scratch[:h * w].reshape(h, w),
+            if scratch.size < (b - a) * w:
+                scratch = np.empty((b - a) * w, dtype=ranks.dtype)
+            crop = self._unpack_rows(index, a, b).view(np.uint8)
+            painted = np.multiply(crop, ranks.dtype.type(rank), out=scratch[:(b - a) * w].reshape(b - a, w),
                                   casting="unsafe")
-            view = ranks[top:top + h, left:left + w]
+            view = ranks[top + a:top + b, left:left + w]
             np.maximum(view, painted, out=view)
-        return ranks
+
+    def _unpack_rows(self, index: int, first: int, stop: int) -> np.ndarray:
+        """Rows first..stop - 1 of crop `index`, (stop - first, w) bool, unpacking only their bytes."""
+        h, w = self._shapes[index]
+        if first == 0 and stop == h:
+            return self._unpack(index)
+        start, end = first * w, stop * w  # bit range of the rows in the row-major packed crop
+        bits = np.unpackbits(self._packed[index][start // 8:-(-end // 8)])
+        return bits[start % 8:start % 8 + end - start].view(np.bool_).reshape(stop - first, w)
 
     def __repr__(self) -> str:
         return f"InstanceMasks({len(self)} masks of {self.height}x{self.width})"
