@@ -380,3 +380,18 @@ def test_a_budget_too_small_for_the_output_maps_is_one_line_with_a_size_that_fit
         panoptic_segmentation(mask_logits, class_logits, [(3000, 4000)], PADDED, max_memory=MemoryBudget(64 << 20))
     message = str(caught.value)
     assert "\n" not in message and "4000x3000 image" in message and "downscale it to at most" in message
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 9), (7, 4), (13, 17)])
+def test_block_bounds_are_the_min_and_max_over_each_blocks_clamped_inputs(hw):
+    """The panoptic prune's bounds: block (r, c) covers inputs r*4 .. r*4+4 x c*4 .. c*4+4, clamped at the edges."""
+    values = torch.randn(3, *hw, generator=torch.Generator().manual_seed(hw[0] * 31 + hw[1]))
+    lower, upper = postprocess._block_bounds(values, 4, torch.float64)
+    height, width = hw
+    assert lower.shape == upper.shape == (3, -(-height // 4), -(-width // 4)) and lower.dtype == torch.float64
+    for r in range(lower.shape[1]):
+        for c in range(lower.shape[2]):
+            ys = [min(y, height - 1) for y in range(4 * r, 4 * r + 5)]
+            xs = [min(x, width - 1) for x in range(4 * c, 4 * c + 5)]
+            window = values[:, ys][:, :, xs].double().flatten(1)
+            assert torch.equal(lower[:, r, c], window.amin(1)) and torch.equal(upper[:, r, c], window.amax(1))
