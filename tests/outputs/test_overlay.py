@@ -128,8 +128,9 @@ def test_overlay_instances_small_on_top():
     np.testing.assert_array_equal(np.asarray(empty), np.asarray(image))
 
 
+@pytest.mark.parametrize("threads", [1, 3])  # bands blended one after another, or on a thread pool
 @pytest.mark.parametrize("border_width", [0, 1, 3])
-def test_overlay_drawn_in_bands_equals_the_whole_image_at_once(monkeypatch, border_width):
+def test_overlay_drawn_in_bands_equals_the_whole_image_at_once(monkeypatch, border_width, threads):
     """The blend (and the search for small segments' label points) runs a band of rows at a time; borders
     crossing a band edge, lone pixels and far-spread ids come out as from one band."""
     import eomt.outputs.overlay as overlay_module
@@ -144,6 +145,7 @@ def test_overlay_drawn_in_bands_equals_the_whole_image_at_once(monkeypatch, bord
         segments = [(int(i), f"c{i}", 0.5) for i in np.unique(segment_map) if i >= 0]
         whole = np.asarray(overlay(image, segment_map, segments, border_width=border_width, font_size=10))
         monkeypatch.setattr(overlay_module, "_BAND_PIXELS", 3 * w + 5)
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
         banded = np.asarray(overlay(image, segment_map, segments, border_width=border_width, font_size=10))
         monkeypatch.undo()
         np.testing.assert_array_equal(banded, whole)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import colorsys
 import math
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -263,11 +264,12 @@ def overlay(
     # found with `border_width` rows of the neighbouring bands, which is all a border pixel depends on
     source = np.asarray(base)
     blended = np.empty_like(source)
-    counts = np.zeros(len(ids) + 1, dtype=np.int64)
     height, width = seg.shape
-    for top, bottom in _row_bands(height, width):
+
+    def blend(band: tuple[int, int], blended: np.ndarray = blended) -> np.ndarray:
+        """Blend rows top..bottom - 1 into `blended`; their pixel count per index."""
+        top, bottom = band
         index = index_of(seg[top:bottom])
-        counts += np.bincount(index.ravel(), minlength=len(ids) + 1)
         weight = weight_lut[index]
         if border_width > 0:
             above, below = max(0, top - border_width), min(height, bottom + border_width)
@@ -275,6 +277,15 @@ def overlay(
         weight = weight[..., None]
         pixels = source[top:bottom].astype(np.uint16)
         blended[top:bottom] = (pixels * (256 - weight) + colour_lut[index] * weight + 128) >> 8
+        return np.bincount(index.ravel(), minlength=len(ids) + 1)
+
+    bands = _row_bands(height, width)
+    workers = min(len(bands), torch.get_num_threads())
+    if workers > 1:  # bands are independent and numpy releases the GIL: on torch's number of threads
+        with ThreadPoolExecutor(workers) as pool:
+            counts = sum(pool.map(blend, bands))
+    else:
+        counts = sum(map(blend, bands), np.zeros(len(ids) + 1, dtype=np.int64))
     out = Image.fromarray(blended)
     del blended
 
