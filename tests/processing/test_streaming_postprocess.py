@@ -233,6 +233,18 @@ def test_semantic_ties_go_to_the_first_class():
     assert torch.equal(ours, expected) and set(torch.unique(ours).tolist()) == {0}
 
 
+@pytest.mark.parametrize("band_pixels", [1, 301, 5000])
+def test_semantic_per_class_bands_do_not_change_the_result(band_pixels, monkeypatch):
+    """The running first maximum over classes is taken over bands of pixels: bands of one row, of rows that do
+    not divide the image, and of more than the image give the dense map (ties to the first class included)."""
+    mask_logits, class_logits = confident_logits(16, 9, seed=4)
+    class_logits[0, :, 1] = class_logits[0, :, 2]  # classes 1 and 2 tie everywhere
+    target = (90, 333)
+    expected = dense_semantic(mask_logits, class_logits, target, PADDED)
+    monkeypatch.setattr(postprocess, "_band_pixels", lambda: band_pixels)
+    (ours,) = semantic_segmentation(mask_logits, class_logits, [target], PADDED, max_memory=budgets(target, 12, 4)[0])
+    assert torch.equal(ours, expected) and 1 in ours and 2 not in ours
+
 def test_semantic_drops_classes_that_win_nowhere(chunk_sizes):
     mask_logits, class_logits = confident_logits(24, 40, seed=8)
     target = (257, 256)
@@ -395,3 +407,18 @@ def test_block_bounds_are_the_min_and_max_over_each_blocks_clamped_inputs(hw):
             xs = [min(x, width - 1) for x in range(4 * c, 4 * c + 5)]
             window = values[:, ys][:, :, xs].double().flatten(1)
             assert torch.equal(lower[:, r, c], window.amin(1)) and torch.equal(upper[:, r, c], window.amax(1))
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 6), (5, 1), (4, 7)])
+def test_pooled_bounds_are_the_min_and_max_over_each_clamped_2x2_window(hw):
+    """The semantic prune's bounds: entry (i, j) covers inputs {i, i+1} x {j, j+1}, clamped at the edges."""
+    values = torch.randn(2, *hw, generator=torch.Generator().manual_seed(hw[0] * 7 + hw[1]))
+    lower = postprocess._pooled_bound(values, torch.minimum)
+    upper = postprocess._pooled_bound(values, torch.maximum, torch.float32)
+    height, width = hw
+    assert lower.dtype == torch.float64 and upper.dtype == torch.float32 and lower.shape == upper.shape == (2, *hw)
+    for i in range(height):
+        for j in range(width):
+            ys, xs = [i, min(i + 1, height - 1)], [j, min(j + 1, width - 1)]
+            window = values[:, ys][:, :, xs].flatten(1)
+            assert torch.equal(lower[:, i, j], window.amin(1).double()) and torch.equal(upper[:, i, j], window.amax(1))
