@@ -216,16 +216,6 @@ def _argmax0(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _last_covering(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool -> (H, W) int64: index of the last mask covering each pixel, -1 where none does."""
-    count = masks.shape[0]
-    if count == 0:
-        return torch.full(masks.shape[1:], -1, dtype=torch.long, device=masks.device)
-    dtype = torch.int16 if count < 32767 else torch.int32  # small integers keep the max cheap
-    ranks = torch.arange(1, count + 1, dtype=dtype, device=masks.device).view(-1, 1, 1)
-    return (masks.to(dtype) * ranks).amax(0).long() - 1
-
-
 _GRAIN = 32768  # elements below which a torch CPU elementwise op runs on one thread (at::internal::GRAIN_SIZE)
 
 
