@@ -687,24 +687,31 @@ def _instance_candidates(logits: torch.Tensor, top: torch.Tensor, size: dict[str
 
 def _instance_chunks(logits: torch.Tensor, candidates: torch.Tensor, size: dict[str, int],
                      target: tuple[int, int], chunk: int, whole: bool):
-    """Yield (query indices, masks (n, H, W) bool, mask scores (n,), non-empty (n,) bool) `chunk` of `candidates` at
-    a time; a mask is
-    logit > 0 and its score the mean sigmoid inside it, as transformers computes them. `whole`: the one chunk
-    is all the rows the dense computation sums at once (see `_row_sums`). The masks live in reused buffers: they
-    hold until the next chunk is asked for."""
+    """Yield (query indices, masks (n, H, W) as float 0 / 1, mask scores (n,), non-empty (n,) bool) `chunk` of
+    `candidates` at a time; a mask is logit > 0 and its score the mean sigmoid inside it, as transformers computes
+    them. `whole`: the one chunk is all the rows the dense computation sums at once (see `_row_sums`). The masks
+    live in a reused buffer: they hold until the next chunk is asked for (`_bool_masks` makes the kept ones bool)."""
     scratch = Scratch(logits.device)
     for start in range(0, candidates.numel(), chunk):
         ids = candidates[start:start + chunk]
         values = _masks_at_target(logits[ids], size, target, scratch)
         inside = torch.gt(values, 0, out=scratch.take("inside", values.shape, values.dtype))
-        masks = scratch.take("above", values.shape, torch.bool).copy_(inside)  # a float-to-bool copy: faster on
-        inside = inside.flatten(1)  # CPU than a second comparison into bool
-        weighted = values.sigmoid_().flatten(1).mul_(inside)
-        area = _row_sums(inside, whole)
+        weighted = values.sigmoid_().flatten(1).mul_(inside.flatten(1))
+        area = _row_sums(inside.flatten(1), whole)
         mean = _row_sums(weighted, whole) / (area + 1e-6)
-        del values, weighted, inside
-        yield ids, masks, mean, area > 0  # a sum of zeros and ones is positive exactly when one is one
-        del masks
+        del values, weighted
+        yield ids, inside, mean, area > 0  # a sum of zeros and ones is positive exactly when one is one
+        del inside
+
+
+def _bool_masks(inside: torch.Tensor, rows: list[int], scratch: Scratch) -> torch.Tensor:
+    """The (len(rows), H, W) bool masks of the chosen rows of an (n, H, W) float 0 / 1 stack, in `scratch`'s
+    "masks" buffer (a float-to-bool copy per row: faster on CPU than a comparison into bool, and no gathered
+    float copy)."""
+    out = scratch.take("masks", (len(rows), *inside.shape[1:]), torch.bool)
+    for k, row in enumerate(rows):
+        out[k].copy_(inside[row])
+    return out
 
 
 def _tight_crops(masks: torch.Tensor) -> list[tuple[int, int, np.ndarray]]:
@@ -733,6 +740,7 @@ def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, i
     num_queries, num_classes = probs.shape
     pixels = target[0] * target[1]
     out = InstanceMasks(*target)
+    bools = Scratch(logits.device)  # the kept masks of a chunk, as bool
     if mode == "threshold":
         top, labels = probs.max(-1)
         # exact pre-selection: a mask score is at most 1, so score <= class probability
@@ -753,7 +761,7 @@ def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, i
             scores = top[chosen] * mean
             keep = nonempty & (scores.double() >= threshold)
             chosen_ids = keep.nonzero().flatten()
-            for top_row, left, crop in _tight_crops(masks[chosen_ids]):
+            for top_row, left, crop in _tight_crops(_bool_masks(masks, chosen_ids.tolist(), bools)):
                 out.add_crop(crop, top_row, left)
             kept_labels.append(labels[chosen][keep])
             kept_scores.append(scores[keep])
@@ -768,7 +776,8 @@ def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, i
     everything = torch.arange(count, device=probs.device)
     for ids, masks, chunk_mean, _ in _instance_chunks(logits[unique], everything, size, target, chunk, chunk == count):
         mean[ids] = chunk_mean
-        for top, left, crop in _tight_crops(masks):  # chunks come in order: crop j is unique query j
+        # chunks come in order: crop j is unique query j
+        for top, left, crop in _tight_crops(_bool_masks(masks, list(range(ids.numel())), bools)):
             out.add_crop(crop, top, left)
     # duplicates (one query, several classes) share one packed crop
     return out.take(inverse.tolist()), labels, values * mean[inverse]
