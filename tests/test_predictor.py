@@ -45,6 +45,22 @@ def test_segments_describe_the_segmentation(models, task):
         assert segment.label == f"LABEL_{segment.label_id}"
 
 
+def test_an_instance_map_is_made_on_first_access_and_is_the_post_processing_one(models):
+    """`eomt predict` writes instance files from the crops; the map is made when asked, as transformers' API
+    makes it (the last instance covering each pixel)."""
+    from eomt.processing.postprocess import instance_segmentation
+
+    segmenter = Segmenter.from_pretrained(models["instance"], device="cpu")
+    result = segmenter.predict(IMAGE)
+    assert result._segmentation is None and result.image_size == (400, 600)  # not made yet
+    inputs = segmenter.processor(Image.open(IMAGE).convert("RGB"), return_tensors="pt")
+    with torch.no_grad():
+        out = segmenter.model(**inputs)
+    (expected,) = instance_segmentation(out.masks_queries_logits, out.class_queries_logits, [(400, 600)],
+                                        segmenter.processor.size)
+    assert len(result.segments) == len(expected["segments_info"]) > 0
+    assert torch.equal(result.segmentation, expected["segmentation"]) and result._segmentation is not None
+
 def test_batches_give_the_same_results_as_single_images(models):
     segmenter = Segmenter.from_pretrained(models["panoptic"])
     images = [IMAGE, "examples/chelsea.png", Image.open(IMAGE)]
