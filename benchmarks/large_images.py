@@ -13,7 +13,9 @@ Each measurement runs in a new Python process:
 - "transformers": transformers' EomtImageProcessor (preprocess) + EomtForUniversalSegmentation (forward) +
   `post_process_<task>_segmentation` at the photo's size; no files written.
 Reported: the process's peak RSS (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) and wall time from the start of
-the process (imports and model load included), the median over `--runs`. Every process runs under an address-space
+the process (imports and model load included), the median over `--runs`, and the median over runs of each size's
+time over the first size's time in the same run (each run measures every size once, in order, so that a machine
+slowing down mid-benchmark hits every size alike). Every process runs under an address-space
 cap (`--cap`, RLIMIT_AS) so that a run that does not fit fails with MemoryError instead of the kernel killing it
 (or its neighbours); such a run is reported as "> cap".
 
@@ -123,6 +125,13 @@ def measure(kind: str, photo: Path, model: Path, task: str, tile: str, cap: int,
     return json.loads(lines[-1])
 
 
+def ratio(results: list[dict], base: list[dict]) -> str:
+    """Median over runs of the time / the same run's time of the first size (both measured ok)."""
+    pairs = [r["seconds"] / b["seconds"] for r, b in zip(results, base, strict=True)
+             if r["status"] == "ok" and b["status"] == "ok" and b["seconds"] > 0]
+    return f"{statistics.median(pairs):.2f}x" if pairs else "–"
+
+
 def cell(results: list[dict], cap: int) -> str:
     good = [r for r in results if r["status"] == "ok"]
     if not good:
@@ -153,26 +162,30 @@ def main() -> None:
           f"{args.cap:.0f} GB per process\n")
     rows = []
     for task in args.tasks:
+        photos = {size: make_photo(work, size) for size in args.sizes}
+        kinds = {size: ["eomt"] + (["transformers"] if size in args.transformers_sizes else []) for size in args.sizes}
+        results = {(size, kind): [] for size in args.sizes for kind in kinds[size]}
+        for run in range(args.runs):  # interleaved: every size (and peer) once per run, so drift hits them alike
+            for size in args.sizes:
+                for kind in kinds[size]:
+                    results[size, kind].append(measure(kind, photos[size], models[task], task, "-", cap, work))
+            print(f"  {task}: run {run + 1} of {args.runs} done", file=sys.stderr, flush=True)
+        base = args.sizes[0]
         for size in args.sizes:
-            photo = make_photo(work, size)
-            kinds = ["eomt"] + (["transformers"] if size in args.transformers_sizes else [])
-            results = {kind: [] for kind in kinds}
-            for _ in range(args.runs):  # interleaved
-                for kind in kinds:
-                    results[kind].append(measure(kind, photo, models[task], task, "-", cap, work))
-            rows.append((task, f"{size} MP ({'x'.join(map(str, SIZES[size]))})", cell(results["eomt"], cap),
-                         cell(results["transformers"], cap) if "transformers" in results else "–"))
+            rows.append((task, f"{size} MP ({'x'.join(map(str, SIZES[size]))})", cell(results[size, "eomt"], cap),
+                         ratio(results[size, "eomt"], results[base, "eomt"]) if size != base else "1x",
+                         cell(results[size, "transformers"], cap) if "transformers" in kinds[size] else "–"))
             print(f"  {rows[-1]}", file=sys.stderr, flush=True)
         if args.tile:
             photo = make_photo(work, "100")
             result = [measure("eomt", photo, models[task], task, "640", cap, work) for _ in range(args.runs)]
-            rows.append((task, "100 MP (11548x8661), --tile 640", cell(result, cap), "–"))
+            rows.append((task, "100 MP (11548x8661), --tile 640", cell(result, cap), "–", "–"))
             print(f"  {rows[-1]}", file=sys.stderr, flush=True)
-    print("| task | photo | eomt predict: peak RSS, time | transformers: peak RSS, time |")
-    print("|---|---|---|---|")
+    print(f"| task | photo | eomt predict: peak RSS, time | time / {args.sizes[0]} MP time | transformers: peak RSS, "
+          "time |")
+    print("|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-
 
 if __name__ == "__main__":
     main()
