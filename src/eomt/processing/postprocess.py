@@ -756,12 +756,12 @@ def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, i
         chunk = budget.chunk(9 * pixels, local.numel(), 8 * pixels)
         whole = chunk == count  # nothing dropped, one chunk: summed exactly as the dense computation
         kept_labels, kept_scores = [labels[:0]], [top[:0]]
-        for ids, masks, mean, nonempty in _instance_chunks(logits[queries], local, size, target, chunk, whole):
+        for ids, inside, mean, nonempty in _instance_chunks(logits[queries], local, size, target, chunk, whole):
             chosen = queries[ids]
             scores = top[chosen] * mean
             keep = nonempty & (scores.double() >= threshold)
             chosen_ids = keep.nonzero().flatten()
-            for top_row, left, crop in _tight_crops(_bool_masks(masks, chosen_ids.tolist(), bools)):
+            for top_row, left, crop in _tight_crops(_bool_masks(inside, chosen_ids.tolist(), bools)):
                 out.add_crop(crop, top_row, left)
             kept_labels.append(labels[chosen][keep])
             kept_scores.append(scores[keep])
@@ -774,10 +774,10 @@ def _instance_image(logits: torch.Tensor, probs: torch.Tensor, size: dict[str, i
     chunk = budget.chunk(9 * pixels, count, 8 * pixels)
     mean = torch.empty(count, dtype=probs.dtype, device=probs.device)
     everything = torch.arange(count, device=probs.device)
-    for ids, masks, chunk_mean, _ in _instance_chunks(logits[unique], everything, size, target, chunk, chunk == count):
+    for ids, inside, chunk_mean, _ in _instance_chunks(logits[unique], everything, size, target, chunk, chunk == count):
         mean[ids] = chunk_mean
         # chunks come in order: crop j is unique query j
-        for top, left, crop in _tight_crops(_bool_masks(masks, list(range(ids.numel())), bools)):
+        for top, left, crop in _tight_crops(_bool_masks(inside, list(range(ids.numel())), bools)):
             out.add_crop(crop, top, left)
     # duplicates (one query, several classes) share one packed crop
     return out.take(inverse.tolist()), labels, values * mean[inverse]
