@@ -680,7 +680,7 @@ def _instance_candidates(logits: torch.Tensor, top: torch.Tensor, size: dict[str
     crop_h, crop_w = resized_size(*target, size["shortest_edge"], size.get("longest_edge"))
     rows, cols = _rows_needed(full_h, logits.shape[-2], crop_h), _rows_needed(full_w, logits.shape[-1], crop_w)
     peaks = logits[:, :rows, :cols].amax((1, 2)).double()
-    _, upper = _widen(peaks, peaks)
+    upper = _raised(peaks)
     possible = (upper > 0) & (top.double() * upper.sigmoid() * (1 + 1e-3) >= threshold)
     return possible.nonzero().flatten()
 
