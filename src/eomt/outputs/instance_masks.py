@@ -17,7 +17,7 @@ import torch
 
 __all__ = ["InstanceMasks", "pack_mask", "tight_crop", "unpack_mask"]
 
-_PARALLEL_PIXELS = 1 << 22  # crop pixels from which RLEs are encoded on several threads (below: the pool costs more)
+_PARALLEL_PIXELS = 1 << 22  # crop pixels from which the RLEs and painted maps use a thread pool (below: it costs more)
 
 
 def pack_mask(mask: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -207,8 +207,8 @@ class InstanceMasks(Sequence):
         def encode(index: int) -> dict:
             return mask_utils.frPyObjects({"counts": self._run_lengths(index), "size": size}, *size)
 
-        workers = min(len(self), torch.get_num_threads())
-        if workers < 2 or sum(h * w for h, w in self._shapes) < _PARALLEL_PIXELS:
+        workers = self._pool_size(len(self))
+        if workers < 2:
             return [encode(i) for i in range(len(self))]
         with ThreadPoolExecutor(workers) as pool:
             return list(pool.map(encode, range(len(self))))
@@ -251,14 +251,21 @@ class InstanceMasks(Sequence):
         count = len(order)
         dtype = np.uint8 if count < 256 else np.uint16 if count < 65536 else np.uint32
         ranks = np.zeros((self.height, self.width), dtype=dtype)
-        workers = min(self.height, torch.get_num_threads())
-        if workers < 2 or sum(h * w for h, w in self._shapes) < _PARALLEL_PIXELS:
+        workers = self._pool_size(self.height)
+        if workers < 2:
             self._paint_rows(order, ranks, 0, self.height)
             return ranks
         bounds = [self.height * k // workers for k in range(workers + 1)]
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda k: self._paint_rows(order, ranks, bounds[k], bounds[k + 1]), range(workers)))
         return ranks
+
+    def _pool_size(self, parts: int) -> int:
+        """Threads for work split into `parts`: torch's thread count (at most `parts`), or 1 when the crops hold
+        under `_PARALLEL_PIXELS` pixels."""
+        if sum(h * w for h, w in self._shapes) < _PARALLEL_PIXELS:
+            return 1
+        return min(parts, torch.get_num_threads())
 
     def _paint_rows(self, order: Sequence[int], ranks: np.ndarray, first: int, stop: int) -> None:
         """`paint_order` of the image rows first..stop - 1 into `ranks`."""
