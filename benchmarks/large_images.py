@@ -187,5 +187,6 @@ def main() -> None:
     for row in rows:
         print("| " + " | ".join(row) + " |")
 
+
 if __name__ == "__main__":
     main()
