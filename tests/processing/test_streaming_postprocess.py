@@ -20,6 +20,7 @@ from eomt.processing.memory import MemoryBudget
 from eomt.processing.postprocess import (
     _argmax0,
     _masks_at_target,
+    _product_thresholds,
     instance_segmentation,
     panoptic_segmentation,
     semantic_segmentation,
@@ -308,6 +309,46 @@ def test_panoptic_per_query_bands_do_not_change_the_result(band_pixels, monkeypa
     monkeypatch.setattr(postprocess, "_band_pixels", lambda: band_pixels)
     (ours,) = panoptic_segmentation(mask_logits, class_logits, [target], PADDED, stuff_classes=[0])
     assert torch.equal(ours["segmentation"], expected_map) and ours["segments_info"] == expected_segments
+
+
+@pytest.mark.parametrize("mask_threshold", [0.5, 0.3, 0.123456, 0.9])
+def test_product_thresholds_admit_exactly_the_probabilities_at_or_above_the_threshold(mask_threshold):
+    """After the fold, in-own is `maximum >= threshold of the pixel's query`: that must hold for every float32
+    probability near the threshold and elsewhere, and the threshold may be refused only when some query has
+    none (its largest rejected and smallest admitted probabilities give the same product)."""
+    g = torch.Generator().manual_seed(int(mask_threshold * 1000))
+    scores = torch.cat([torch.tensor([1.0, 0.8000001]), 0.8 + 0.2 * torch.rand(200, generator=g)])
+    thresholds = _product_thresholds(scores, mask_threshold, torch.float32, torch.float32)
+    bits = torch.tensor([mask_threshold], dtype=torch.float32).view(torch.int32)
+    near = (bits + torch.arange(-300, 301, dtype=torch.int32)).view(torch.float32)  # adjacent floats
+    probs = torch.cat([near, torch.rand(2000, generator=g), torch.tensor([0.0, 1.0])])
+    admitted = probs >= mask_threshold
+    if thresholds is None:
+        lowest = probs[admitted].min()
+        rejected = probs[~admitted].max()
+        assert any(bool(rejected * s == lowest * s) for s in scores), "refused without a reason"
+        assert mask_threshold != 0.5, "the default threshold must be decided after the fold"
+        return
+    for score, threshold in zip(scores, thresholds, strict=True):
+        assert torch.equal(probs * score >= threshold, admitted)
+
+
+@pytest.mark.parametrize("decided_after_fold", [True, False])
+def test_panoptic_pixels_exactly_at_the_mask_threshold(decided_after_fold, monkeypatch):
+    """Masks with areas of logit 0 (probability exactly 0.5) and of -2.2e-7 (just below): a pixel's
+    query is in-own at exactly 0.5 and not just below, whether decided after the fold or tracked per query."""
+    mask_logits, class_logits = confident_logits(40, 9, seed=21)
+    mask_logits[0, ::3, 0:8, 2:14] = 0.0  # the crop of a 90 x 333 image: rows 0-8 of 32
+    mask_logits[0, 1::3, 0:8, 16:30] = -2.2e-7  # sigmoid: 0.5 - 2^-24, the largest below 0.5 it gives
+    target = (90, 333)
+    probs = _masks_at_target(mask_logits[0], PADDED, target).sigmoid()
+    assert (probs == 0.5).any() and ((probs < 0.5) & (probs > 0.5 - 1e-7)).any()
+    if not decided_after_fold:
+        monkeypatch.setattr(postprocess, "_product_thresholds", lambda *args: None)
+    expected_map, expected_segments = dense_panoptic(mask_logits, class_logits, target, PADDED, overlap=0.3)
+    (ours,) = panoptic_segmentation(mask_logits, class_logits, [target], PADDED, overlap_mask_area_threshold=0.3)
+    assert torch.equal(ours["segmentation"], expected_map) and ours["segments_info"] == expected_segments
+    assert len(expected_segments) >= 3
 
 
 def test_chunk_crops_equal_one_crop_per_mask():

@@ -12,6 +12,7 @@ powers of 1000.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -101,6 +102,30 @@ def available_memory(device: torch.device | str = "cpu") -> int:
             room = 4 << 30
     cgroup = _cgroup_room()
     return min(room, cgroup) if cgroup is not None else room
+
+
+DEFAULT_CACHE = 8 << 20  # last-level CPU cache assumed where the system does not say
+
+
+@functools.cache
+def cpu_cache_bytes(root: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """Size of the largest (last-level) CPU cache of cpu0, from Linux sysfs ("32768K"); DEFAULT_CACHE elsewhere.
+    It sizes the bands of per-pixel work, so that a band's few arrays stay in cache."""
+    sizes = []
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError:
+        return DEFAULT_CACHE
+    for entry in entries:
+        try:
+            with open(os.path.join(root, entry, "size")) as file:
+                text = file.read().strip().upper()
+        except OSError:
+            continue
+        match = re.fullmatch(r"(\d+)([KMG]?)", text)
+        if match:
+            sizes.append(int(match[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[match[2]])
+    return max(sizes) if sizes else DEFAULT_CACHE
 
 
 @dataclass(frozen=True)
