@@ -545,7 +545,8 @@ def _assign_pixels(logits: torch.Tensor, scores: torch.Tensor, size: dict[str, i
     int16 (int32 beyond 32766 queries). The per-pixel work is elementwise, one query at a time over a band of
     `_band_pixels()` pixels, so no reduction over queries runs and the band's arrays stay small. Within a band the
     comparisons are float 0 / 1 tensors and the query map and in-own flags float32 (small integers, exact):
-    on CPU torch's float-to-bool comparisons, boolean sums and masked fills cost 3-5x its float ones.
+    on CPU torch's float-to-bool comparisons, boolean sums and masked fills cost 3-5x its float ones. In-own is
+    decided once after the fold (`_product_thresholds`) where the threshold allows, else tracked per query.
     """
     count = logits.shape[0]
     height, width = target
