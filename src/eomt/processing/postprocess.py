@@ -522,8 +522,9 @@ def _product_thresholds(scores: torch.Tensor, mask_threshold: float, dtype: torc
     Products round monotonically, so t = score x (the smallest `dtype` probability the threshold admits) works
     when the largest probability it rejects gives a strictly smaller product. Then whether a pixel's query is
     above the threshold there follows from the pixel's maximum and its query alone, after the fold."""
-    one = torch.tensor(mask_threshold, dtype=dtype, device=scores.device)
-    lowest = one if bool(torch.ge(one, mask_threshold)) else torch.nextafter(one, one.new_tensor(torch.inf))
+    rounded = torch.tensor(mask_threshold, dtype=dtype, device=scores.device)
+    lowest = rounded if bool(torch.ge(rounded, mask_threshold)) else torch.nextafter(rounded,
+                                                                                     rounded.new_tensor(torch.inf))
     pair = torch.stack([torch.nextafter(lowest, lowest.new_tensor(-torch.inf)), lowest])
     if not bool(torch.ge(pair[1], mask_threshold)) or bool(torch.ge(pair[0], mask_threshold)):
         return None
